@@ -1,0 +1,539 @@
+"""The one place every job goes through, whichever door it came in by (Flyte 1, Flyte 2, local run).
+
+For each call the dispatcher finds the connector, validates its config, converts inputs to Python values,
+runs the connector (on the loop for ``async def``, in the connector's own thread pool for ``def``) under the
+call's deadline, retries transient failures of idempotent calls, maps errors, enforces the phase rules,
+converts outputs with the interface's types, and encodes job metadata in a versioned envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import hashlib
+import inspect
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from flyteidl.core import literals_pb2, types_pb2
+
+from flyteconnectors.core import literals, metrics
+from flyteconnectors.core.config import TaskConfig
+from flyteconnectors.core.connector import AsyncConnector, Connector, SyncConnector
+from flyteconnectors.core.context import CallContext, TaskContext
+from flyteconnectors.core.errors import (
+    ConnectorError,
+    DeadlineTooShort,
+    InvalidResourceMeta,
+    InvalidTaskConfig,
+    JobNotFound,
+    JobRejected,
+    TransientServiceError,
+)
+from flyteconnectors.core.identity import ExecutionIdentity
+from flyteconnectors.core.meta import Envelope, MetaCodec, parse_meta
+from flyteconnectors.core.registry import Registry
+from flyteconnectors.core.resource import LogLink, Phase, Resource
+from flyteconnectors.core.secrets import Secrets, redact
+
+log = logging.getLogger("flyteconnectors.dispatcher")
+T = TypeVar("T")
+
+
+@dataclass
+class TaskRequest:
+    """A create or do request in plain Python, built by a wire adapter or the local runner."""
+
+    task_type: str
+    task_version: int = 0
+    custom: dict[str, Any] | None = None
+    config: dict[str, str] = field(default_factory=dict)
+    sql: str | None = None
+    inputs: Mapping[str, literals_pb2.Literal] = field(default_factory=dict)
+    input_types: Mapping[str, types_pb2.LiteralType] = field(default_factory=dict)
+    output_types: Mapping[str, types_pb2.LiteralType] = field(default_factory=dict)
+    output_prefix: str = ""
+    identity: ExecutionIdentity = field(default_factory=ExecutionIdentity)
+    namespace: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    service_account: str = ""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    container_image: str = ""
+    container_args: tuple[str, ...] = ()
+    container_env: Mapping[str, str] = field(default_factory=dict)
+    #: Absolute ``time.monotonic()`` deadline of the RPC (None: unbounded, e.g. local runs).
+    deadline: float | None = None
+    #: Per-call secret values (Flyte 2 ``Connection``); never persisted.
+    secrets: Mapping[str, str] | None = None
+
+
+@dataclass
+class WireResource:
+    """A Resource whose outputs are literals: what adapters put on the wire."""
+
+    phase: Phase
+    message: str = ""
+    outputs: dict[str, literals_pb2.Literal] | None = None
+    log_links: list[LogLink] = field(default_factory=list)
+    custom_info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RetryPolicy:
+    """Backoff for transient failures of idempotent calls, always inside the call's deadline."""
+
+    attempts: int = 4
+    base: float = 0.05
+    cap: float = 2.0
+
+    def delay(self, attempt: int, hint: float | None) -> float:
+        if hint is not None:
+            return min(max(hint, 0.0), self.cap)
+        return min(self.cap, self.base * (2**attempt)) * (0.5 + random.random() / 2)
+
+
+@dataclass
+class DispatcherOptions:
+    #: Seconds kept back from every RPC deadline so an answer goes out before the client gives up.
+    deadline_margin: float = 0.5
+    #: Upper bound on one call when the request carries no deadline.
+    default_timeout: float | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: How long a job's status may stay unavailable before GetTask answers RETRYABLE_FAILED.
+    unavailable_grace: float = 900.0
+
+
+class CallFailed(Exception):
+    """An unexpected failure, as one line for the wire. The traceback stays in the server log."""
+
+    def __init__(self, message: str, code: str = "INTERNAL") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Executors:
+    """One bounded thread pool per connector package, for blocking SDK calls."""
+
+    def __init__(self) -> None:
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._busy: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def pool(self, connector: Connector[Any]) -> ThreadPoolExecutor:
+        package = connector.package or type(connector).__name__
+        pool = self._pools.get(package)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get(package)
+                if pool is None:
+                    size = int(getattr(connector.settings, "executor_threads", 64))
+                    pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"fc-{package}")
+                    self._pools[package] = pool
+                    self._busy[package] = 0
+                    metrics.EXECUTOR_SIZE.labels(connector=package).set(size)
+        return pool
+
+    def run(self, connector: Connector[Any], fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        package = connector.package or type(connector).__name__
+        pool = self.pool(connector)
+        gauge_busy = metrics.EXECUTOR_BUSY.labels(connector=package)
+        gauge_queued = metrics.EXECUTOR_QUEUED.labels(connector=package)
+        gauge_queued.inc()
+        ctx = contextvars.copy_context()
+
+        def job() -> T:
+            gauge_queued.dec()
+            gauge_busy.inc()
+            try:
+                return ctx.run(fn, *args)
+            finally:
+                gauge_busy.dec()
+
+        return asyncio.get_running_loop().run_in_executor(pool, job)
+
+    def shutdown(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._pools.clear()
+
+
+#: Async connector calls running on the loop right now; the loop watchdog names them when the loop stalls.
+ON_LOOP: dict[str, int] = {}
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        codec: MetaCodec | None = None,
+        secrets: Secrets | None = None,
+        options: DispatcherOptions | None = None,
+    ) -> None:
+        self.registry = registry
+        self.codec = codec or MetaCodec()
+        self.secrets = secrets or Secrets()
+        self.options = options or DispatcherOptions()
+        self.executors = _Executors()
+        self._unavailable_since: OrderedDict[str, float] = OrderedDict()
+
+    # ================================================================= public operations
+    async def create(self, req: TaskRequest) -> bytes:
+        """Start a job; returns the resource_meta bytes.
+
+        An invalid config or a job the service rejects does not raise: Propeller turns any CreateTask error
+        into a *retryable* failure (wire reference §2.4). The failure is recorded in the envelope instead, and
+        the first GetTask answers FAILED, so no retry is burned.
+        """
+        connector = self._connector(req.task_type, req.task_version)
+        if not isinstance(connector, AsyncConnector):
+            raise CallFailed(
+                f"task type {req.task_type!r} is served synchronously; call ExecuteTaskSync, not CreateTask",
+                "INVALID_ARGUMENT",
+            )
+        packed_types = literals.pack_types(req.output_types)
+        with self._observe(req.task_type, "create"):
+            try:
+                ctx = self._task_context(connector, req)
+                meta = await self._call(connector, "create", connector.create, ctx, deadline=req.deadline, retry=True)
+                if not isinstance(meta, connector.meta_model):
+                    raise TypeError(
+                        f"{type(connector).__name__}.create returned {type(meta).__name__}, "
+                        f"expected {connector.meta_model.__name__}"
+                    )
+                meta_dict = meta.model_dump(mode="json")
+                failure = None
+            except (InvalidTaskConfig, JobRejected) as err:
+                log.info("create %s refused permanently: %s", req.task_type, redact(str(err)))
+                meta_dict, failure = {}, redact(str(err))
+            envelope = Envelope(
+                req.task_type, req.task_version, meta_dict, packed_types, failure, created_at=time.time()
+            )
+            try:
+                return self.codec.encode(envelope)
+            except ValueError as err:
+                raise CallFailed(f"{type(connector).__name__}: {err}") from None
+
+    async def get(
+        self,
+        task_type: str,
+        task_version: int,
+        resource_meta: bytes,
+        *,
+        output_prefix: str = "",
+        deadline: float | None = None,
+        secrets: Mapping[str, str] | None = None,
+    ) -> WireResource:
+        """Report a job. Never answers UNDEFINED; a transient failure is a non-terminal phase, not an error."""
+        with self._observe(task_type, "get"):
+            try:
+                connector, envelope, job = self._open(task_type, task_version, resource_meta)
+            except InvalidResourceMeta as err:
+                return WireResource(Phase.FAILED, redact(str(err)))
+            if envelope.failure is not None:
+                return WireResource(Phase.FAILED, envelope.failure)
+            ctx = CallContext(task_type, self.secrets.with_overrides(secrets), output_prefix,
+                              self._deadline(deadline))
+            key = hashlib.sha256(resource_meta).hexdigest()
+            try:
+                resource = await self._call(connector, "get", connector.get, job, ctx, deadline=deadline, retry=True)
+            except TransientServiceError as err:
+                return self._still_unavailable(key, err)
+            except JobNotFound as err:
+                self._unavailable_since.pop(key, None)
+                return WireResource(Phase.FAILED, f"the job no longer exists at the service: {redact(str(err))}")
+            except (InvalidTaskConfig, JobRejected) as err:
+                return WireResource(Phase.FAILED, redact(str(err)))
+            self._unavailable_since.pop(key, None)
+            return self._to_wire(connector, resource, literals.unpack_types(envelope.outputs))
+
+    async def delete(
+        self,
+        task_type: str,
+        task_version: int,
+        resource_meta: bytes,
+        *,
+        deadline: float | None = None,
+        secrets: Mapping[str, str] | None = None,
+    ) -> None:
+        """Stop a job. Idempotent: a job that is gone or finished is success."""
+        with self._observe(task_type, "delete"):
+            connector, envelope, job = self._open(task_type, task_version, resource_meta)
+            if envelope.failure is not None:
+                return  # nothing was started
+            ctx = CallContext(task_type, self.secrets.with_overrides(secrets), "", self._deadline(deadline))
+            try:
+                await self._call(connector, "delete", connector.delete, job, ctx, deadline=deadline, retry=True)
+            except JobNotFound:
+                return
+            except TransientServiceError as err:
+                raise CallFailed(f"the service did not answer the cancel request: {redact(str(err))}",
+                                 "UNAVAILABLE") from None
+
+    async def do(self, req: TaskRequest) -> WireResource:
+        """Run a sync request. Always answers a terminal phase inside the deadline (wire reference §2.5)."""
+        with self._observe(req.task_type, "do"):
+            connector = self._connector(req.task_type, req.task_version)
+            if not isinstance(connector, SyncConnector):
+                raise CallFailed(
+                    f"task type {req.task_type!r} is asynchronous; call CreateTask, not ExecuteTaskSync",
+                    "INVALID_ARGUMENT",
+                )
+            try:
+                ctx = self._task_context(connector, req)
+                resource = await self._call(connector, "do", connector.do, ctx, deadline=req.deadline, retry=True)
+            except (InvalidTaskConfig, JobRejected) as err:
+                return WireResource(Phase.FAILED, redact(str(err)))
+            except TransientServiceError as err:
+                return WireResource(Phase.RETRYABLE_FAILED, f"the service is unavailable: {redact(str(err))}")
+            except DeadlineTooShort as err:
+                return WireResource(Phase.RETRYABLE_FAILED, redact(str(err)))
+            wire = self._to_wire(connector, resource, dict(req.output_types))
+            if not wire.phase.is_terminal:
+                wire = WireResource(
+                    Phase.FAILED,
+                    f"{type(connector).__name__}.do returned non-terminal phase {wire.phase.name}; a sync task "
+                    "must finish inside the call",
+                    None, wire.log_links, wire.custom_info,
+                )
+            return wire
+
+    async def logs(
+        self, task_type: str, task_version: int, resource_meta: bytes, *, deadline: float | None = None
+    ) -> AsyncIterator[str]:
+        connector, envelope, job = self._open(task_type, task_version, resource_meta)
+        if connector.get_logs is None:  # type: ignore[attr-defined]
+            raise CallFailed(f"{connector.name} does not stream logs; see the task's log links", "UNIMPLEMENTED")
+        ctx = CallContext(task_type, self.secrets, "", self._deadline(deadline))
+        produced = connector.get_logs(job, ctx)  # type: ignore[attr-defined]
+        if inspect.isawaitable(produced):
+            produced = await produced
+        if hasattr(produced, "__aiter__"):
+            async for line in produced:
+                yield redact(str(line))
+        else:
+            lines = await self.executors.run(connector, list, produced)
+            for line in lines:
+                yield redact(str(line))
+
+    async def metrics(self, task_type: str, task_version: int, resource_meta: bytes, **query: Any) -> Any:
+        connector, envelope, job = self._open(task_type, task_version, resource_meta)
+        if connector.get_metrics is None:  # type: ignore[attr-defined]
+            raise CallFailed(f"{connector.name} does not report metrics", "UNIMPLEMENTED")
+        ctx = CallContext(task_type, self.secrets, "", None)
+        return await self._call(connector, "metrics", connector.get_metrics, job, ctx, deadline=None,  # type: ignore[attr-defined]
+                                retry=True)
+
+    async def aclose(self) -> None:
+        for connector in self.registry.instances():
+            try:
+                result = connector.close()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as err:
+                log.warning("closing %s failed: %s", type(connector).__name__, redact(str(err)))
+        self.executors.shutdown()
+
+    # ================================================================= internals
+    def _connector(self, task_type: str, version: int) -> Connector[Any]:
+        return self.registry.get(task_type, version)
+
+    def _open(self, task_type: str, version: int, raw: bytes) -> tuple[AsyncConnector[Any, Any], Envelope, Any]:
+        envelope = self.codec.decode(raw)
+        if not task_type:
+            task_type, version = envelope.task_type, envelope.task_version
+        if (envelope.task_type, envelope.task_version) != (task_type, version):
+            raise InvalidResourceMeta(
+                f"resource_meta belongs to task type {envelope.task_type!r} v{envelope.task_version}, "
+                f"not {task_type!r} v{version}"
+            )
+        connector = self._connector(task_type, version)
+        if not isinstance(connector, AsyncConnector):
+            raise InvalidResourceMeta(f"task type {task_type!r} is synchronous and has no jobs to look up")
+        job = None if envelope.failure is not None else parse_meta(connector.meta_model, envelope.meta)
+        return connector, envelope, job
+
+    def _deadline(self, deadline: float | None) -> float | None:
+        if deadline is None:
+            if self.options.default_timeout is None:
+                return None
+            return time.monotonic() + self.options.default_timeout
+        left = deadline - time.monotonic()
+        # Keep a margin for the answer to travel, but never more than a fifth of a short deadline.
+        return deadline - min(self.options.deadline_margin, max(left, 0) / 5)
+
+    def _task_context(self, connector: Connector[Any], req: TaskRequest) -> TaskContext[Any]:
+        model: type[TaskConfig] = connector.config_model
+        config = model.from_template_parts(req.custom, req.config, req.sql)
+        inputs = literals.inputs_to_python(req.inputs)
+        return TaskContext(
+            task_type=req.task_type,
+            secrets=self.secrets.with_overrides(req.secrets),
+            output_prefix=req.output_prefix,
+            deadline=self._deadline(req.deadline),
+            config=config,
+            inputs=inputs,
+            identity=req.identity,
+            namespace=req.namespace,
+            labels=dict(req.labels),
+            annotations=dict(req.annotations),
+            service_account=req.service_account,
+            environment=dict(req.environment),
+            output_names=tuple(req.output_types),
+            container_image=req.container_image,
+            container_args=tuple(req.container_args),
+            container_env=dict(req.container_env),
+        )
+
+    async def _call(
+        self,
+        connector: Connector[Any],
+        operation: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        deadline: float | None,
+        retry: bool,
+    ) -> Any:
+        """Run one connector method under the deadline, retrying transient failures when ``retry``."""
+        end = self._deadline(deadline)
+        attempt = 0
+        while True:
+            try:
+                return await self._once(connector, operation, fn, args, end)
+            except TransientServiceError as err:
+                if not retry or attempt + 1 >= self.options.retry.attempts:
+                    raise
+                pause = self.options.retry.delay(attempt, err.retry_after)
+                if end is not None and time.monotonic() + pause >= end:
+                    raise
+                metrics.RETRIES.labels(task_type=connector.task_type, operation=operation).inc()
+                log.info("%s %s: transient failure, retrying in %.2fs: %s", connector.task_type, operation, pause,
+                         redact(str(err)))
+                await asyncio.sleep(pause)
+                attempt += 1
+            except ConnectorError:
+                raise
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as err:
+                log.error("%s.%s failed", type(connector).__name__, operation, exc_info=True)
+                raise CallFailed(f"{connector.name} {operation} failed: {type(err).__name__}: "
+                                 f"{_one_line(redact(str(err)))}") from None
+
+    async def _once(
+        self, connector: Connector[Any], operation: str, fn: Callable[..., Any], args: tuple[Any, ...],
+        end: float | None,
+    ) -> Any:
+        timeout = None if end is None else end - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            raise DeadlineTooShort(f"the {operation} call's deadline left no time to reach the service")
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__func__", None)):
+            ON_LOOP[connector.task_type] = ON_LOOP.get(connector.task_type, 0) + 1
+            try:
+                awaitable: Awaitable[Any] = fn(*args)
+                return await (asyncio.wait_for(awaitable, timeout) if timeout is not None else awaitable)
+            except asyncio.TimeoutError:
+                raise TransientServiceError(
+                    f"{operation} did not finish within the call's deadline ({timeout:.1f}s)"
+                ) from None
+            finally:
+                ON_LOOP[connector.task_type] -= 1
+        future = self.executors.run(connector, fn, *args)
+        try:
+            result = await (asyncio.wait_for(future, timeout) if timeout is not None else future)
+        except asyncio.TimeoutError:
+            raise TransientServiceError(
+                f"{operation} did not finish within the call's deadline ({timeout:.1f}s)"
+            ) from None
+        if inspect.isawaitable(result):  # a def that returned a coroutine
+            return await result
+        return result
+
+    def _still_unavailable(self, key: str, err: TransientServiceError) -> WireResource:
+        now = time.monotonic()
+        since = self._unavailable_since.setdefault(key, now)
+        self._unavailable_since.move_to_end(key)
+        while len(self._unavailable_since) > 100_000:
+            self._unavailable_since.popitem(last=False)
+        waited = now - since
+        if waited >= self.options.unavailable_grace:
+            self._unavailable_since.pop(key, None)
+            return WireResource(
+                Phase.RETRYABLE_FAILED,
+                f"the service has been unavailable for {waited:.0f}s: {redact(str(err))}",
+            )
+        return WireResource(
+            Phase.RUNNING,
+            f"status check failed transiently; will retry on the next poll: {redact(str(err))}",
+        )
+
+    def _to_wire(
+        self, connector: Connector[Any], resource: Any, output_types: Mapping[str, types_pb2.LiteralType] | None
+    ) -> WireResource:
+        if not isinstance(resource, Resource):
+            raise CallFailed(f"{type(connector).__name__} returned {type(resource).__name__}, expected a Resource")
+        outputs = None
+        message = redact(resource.message or "")
+        phase = resource.phase
+        if phase is Phase.SUCCEEDED and resource.outputs is not None:
+            try:
+                outputs = literals.outputs_to_literals(resource.outputs, output_types)
+            except InvalidTaskConfig as err:
+                phase, message = Phase.FAILED, f"the job succeeded but its outputs do not fit the interface: {err}"
+        return WireResource(
+            phase,
+            message,
+            outputs,
+            [LogLink(link.name, redact(link.uri)) for link in resource.log_links],
+            _redact_info(resource.custom_info),
+        )
+
+    class _Observation:
+        def __init__(self, task_type: str, operation: str) -> None:
+            self.labels = {"task_type": task_type, "operation": operation}
+
+        def __enter__(self) -> None:
+            self.start = time.perf_counter()
+            metrics.IN_FLIGHT.labels(**self.labels).inc()
+
+        def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+            metrics.IN_FLIGHT.labels(**self.labels).dec()
+            metrics.LATENCY.labels(**self.labels).observe(time.perf_counter() - self.start)
+            outcome = "ok" if exc_type is None else getattr(exc, "code", type(exc).__name__)
+            metrics.REQUESTS.labels(outcome=str(outcome), **self.labels).inc()
+
+    def _observe(self, task_type: str, operation: str) -> Dispatcher._Observation:
+        return Dispatcher._Observation(task_type, operation)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _redact_info(info: Any) -> Any:
+    if isinstance(info, dict):
+        return {str(k): _redact_info(v) for k, v in info.items()}
+    if isinstance(info, (list, tuple)):
+        return [_redact_info(v) for v in info]
+    if isinstance(info, str):
+        return redact(info)
+    return info
+
+
+def run_sync(coro_fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """Run a dispatcher coroutine from synchronous code (local runs, scripts)."""
+    return asyncio.run(_call_async(functools.partial(coro_fn, *args, **kwargs)))
+
+
+async def _call_async(fn: Callable[[], Awaitable[T]]) -> T:
+    return await fn()

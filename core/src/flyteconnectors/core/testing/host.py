@@ -1,0 +1,149 @@
+"""Run the real gRPC host in-process (on its own thread and event loop) and talk to it like Propeller."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import grpc
+from flyteidl.admin import agent_pb2
+from flyteidl.service import agent_pb2_grpc
+
+from flyteconnectors.core.connector import Connector
+from flyteconnectors.core.dispatcher import Dispatcher, DispatcherOptions
+from flyteconnectors.core.host.server import Host, ServerOptions
+from flyteconnectors.core.meta import MetaCodec
+from flyteconnectors.core.registry import Registry
+from flyteconnectors.core.secrets import Secrets
+from flyteconnectors.core.testing import builders
+
+
+class HostThread:
+    """A host serving ``connectors`` on 127.0.0.1:<free port>, stopped on exit.
+
+    ``settings`` maps a package name to its connector settings (endpoint overrides of the fakes).
+    """
+
+    def __init__(
+        self,
+        connectors: Iterable[type[Connector[Any]]] = (),
+        *,
+        registry: Registry | None = None,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        options: DispatcherOptions | None = None,
+        server_options: ServerOptions | None = None,
+        signing_keys: tuple[bytes, ...] = (),
+        package: str = "local",
+    ) -> None:
+        settings = dict(settings or {})
+        if registry is None:
+            registry = Registry(lambda pkg: settings.get(pkg, {}))
+            classes = list(connectors)
+            if classes:
+                by_package: dict[str, list[type[Connector[Any]]]] = {}
+                for klass in classes:
+                    by_package.setdefault(klass.package or package, []).append(klass)
+                for pkg, group in by_package.items():
+                    registry.register(*group, package=pkg)
+        self.registry = registry
+        self.dispatcher = Dispatcher(
+            registry,
+            codec=MetaCodec(signing_keys),
+            secrets=Secrets(overrides=secrets, dirs=()) if secrets is not None else Secrets(),
+            options=options,
+        )
+        opts = server_options or ServerOptions()
+        opts.host, opts.port = "127.0.0.1", opts.port or 0
+        self.host = Host(self.dispatcher, opts)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="host-loop", daemon=True)
+        self.channel: grpc.Channel | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> HostThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.host.start(), self.loop).result(30)
+        self.channel = grpc.insecure_channel(self.address)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        asyncio.run_coroutine_threadsafe(self.host.stop(0.5), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.host.port}"
+
+    # ------------------------------------------------------------------ stubs
+    @property
+    def async_stub(self) -> agent_pb2_grpc.AsyncAgentServiceStub:
+        return agent_pb2_grpc.AsyncAgentServiceStub(self.channel)
+
+    @property
+    def sync_stub(self) -> agent_pb2_grpc.SyncAgentServiceStub:
+        return agent_pb2_grpc.SyncAgentServiceStub(self.channel)
+
+    @property
+    def metadata_stub(self) -> agent_pb2_grpc.AgentMetadataServiceStub:
+        return agent_pb2_grpc.AgentMetadataServiceStub(self.channel)
+
+
+class PropellerClient:
+    """Drives one task execution the way FlytePropeller does: CreateTask, GetTask until terminal, DeleteTask.
+
+    Every call carries Propeller's default 10 s deadline (connector-service).
+    """
+
+    TERMINAL = {3, 4, 5, 8}
+
+    def __init__(self, channel: grpc.Channel, timeout: float = 10.0) -> None:
+        self.async_stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
+        self.sync_stub = agent_pb2_grpc.SyncAgentServiceStub(channel)
+        self.metadata_stub = agent_pb2_grpc.AgentMetadataServiceStub(channel)
+        self.timeout = timeout
+
+    def create(self, template: Any, inputs: Mapping[str, Any] | None = None, **kw: Any) -> bytes:
+        request = builders.create_request(template, inputs, **kw)
+        return self.async_stub.CreateTask(request, timeout=self.timeout).resource_meta  # type: ignore[no-any-return]
+
+    def get(self, template: Any, meta: bytes) -> agent_pb2.Resource:
+        return self.async_stub.GetTask(builders.get_request(template, meta), timeout=self.timeout).resource
+
+    def delete(self, template: Any, meta: bytes) -> None:
+        self.async_stub.DeleteTask(builders.delete_request(template, meta), timeout=self.timeout)
+
+    def poll(self, template: Any, meta: bytes, *, interval: float = 0.02, limit: float = 30.0,
+             max_polls: int = 10_000) -> tuple[agent_pb2.Resource, list[agent_pb2.Resource]]:
+        """GetTask until a terminal phase; returns the last resource and every one seen."""
+        seen = []
+        end = time.monotonic() + limit
+        for _ in range(max_polls):
+            resource = self.get(template, meta)
+            seen.append(resource)
+            if resource.phase in self.TERMINAL:
+                return resource, seen
+            if time.monotonic() > end:
+                break
+            time.sleep(interval)
+        raise TimeoutError(f"job did not finish in {limit}s; last phase {seen[-1].phase if seen else None}")
+
+    def run(self, template: Any, inputs: Mapping[str, Any] | None = None, **kw: Any) -> agent_pb2.Resource:
+        meta = self.create(template, inputs, **kw)
+        return self.poll(template, meta)[0]
+
+    def execute_sync(self, template: Any, inputs: Mapping[str, Any] | None = None, **kw: Any) -> agent_pb2.Resource:
+        responses = list(self.sync_stub.ExecuteTaskSync(iter(builders.sync_messages(template, inputs, **kw)),
+                                                         timeout=self.timeout))
+        if len(responses) != 1 or not responses[0].HasField("header"):
+            raise AssertionError(f"expected exactly one header response, got {responses}")
+        return responses[0].header.resource
+
+    def list_agents(self) -> list[agent_pb2.Agent]:
+        return list(self.metadata_stub.ListAgents(agent_pb2.ListAgentsRequest(), timeout=self.timeout).agents)
