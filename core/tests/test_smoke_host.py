@@ -1,7 +1,7 @@
+from toy import Echo, ToyJob
+
 from flyteconnectors.core.testing import builders
 from flyteconnectors.core.testing.host import HostThread, PropellerClient
-
-from toy import Echo, ToyJob
 
 
 def test_async_job_runs_to_success_with_outputs():

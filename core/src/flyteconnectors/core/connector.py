@@ -87,7 +87,7 @@ class Connector(Generic[C]):
                 if isinstance(arg, type) and issubclass(arg, JobMeta) and "meta_model" not in vars(cls):
                     cls.meta_model = arg  # type: ignore[attr-defined]
 
-    def close(self) -> None | Awaitable[None]:
+    def close(self) -> Awaitable[None] | None:
         """Release clients and connections. Called once when the host drains."""
         return self.clients.aclose()
 
@@ -107,7 +107,7 @@ class AsyncConnector(Connector[C], Generic[C, M]):
     def get(self, job: M, ctx: CallContext) -> Resource | Awaitable[Resource]:
         raise NotImplementedError
 
-    def delete(self, job: M, ctx: CallContext) -> None | Awaitable[None]:
+    def delete(self, job: M, ctx: CallContext) -> Awaitable[None] | None:
         raise NotImplementedError
 
     #: Optional: stream the job's log lines (sync iterable or async iterator of strings).

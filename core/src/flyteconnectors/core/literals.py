@@ -167,7 +167,7 @@ def _simple(value: Any, simple: int, name: str) -> literals_pb2.Literal:
         if simple == S.NONE:
             return Literal(scalar=literals_pb2.Scalar(none_type=literals_pb2.Void()))
         if simple == S.INTEGER:
-            if isinstance(value, bool) or not isinstance(value, (int, str)) and not hasattr(value, "__index__"):
+            if isinstance(value, bool) or (not isinstance(value, (int, str)) and not hasattr(value, "__index__")):
                 raise TypeError
             return _primitive(integer=int(value))
         if simple == S.FLOAT:
