@@ -310,7 +310,7 @@ class Dispatcher:
     async def logs(
         self, task_type: str, task_version: int, resource_meta: bytes, *, deadline: float | None = None
     ) -> AsyncIterator[str]:
-        connector, envelope, job = self._open(task_type, task_version, resource_meta)
+        connector, _envelope, job = self._open(task_type, task_version, resource_meta)
         if connector.get_logs is None:  # type: ignore[attr-defined]
             raise CallFailed(f"{connector.name} does not stream logs; see the task's log links", "UNIMPLEMENTED")
         ctx = CallContext(task_type, self.secrets, "", self._deadline(deadline))
@@ -326,7 +326,7 @@ class Dispatcher:
                 yield redact(str(line))
 
     async def metrics(self, task_type: str, task_version: int, resource_meta: bytes, **query: Any) -> Any:
-        connector, envelope, job = self._open(task_type, task_version, resource_meta)
+        connector, _envelope, job = self._open(task_type, task_version, resource_meta)
         if connector.get_metrics is None:  # type: ignore[attr-defined]
             raise CallFailed(f"{connector.name} does not report metrics", "UNIMPLEMENTED")
         ctx = CallContext(task_type, self.secrets, "", None)

@@ -14,6 +14,7 @@ lost responses after the side effect happened), scripted job-state sequences and
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -469,10 +470,8 @@ def _make_handler(service: FakeService) -> type[BaseHTTPRequestHandler]:
                 status, headers, payload = service.handle(self.command, self.path, dict(self.headers), body)
             except DroppedResponse:
                 self.close_connection = True
-                try:
+                with contextlib.suppress(OSError):
                     self.connection.shutdown(2)
-                except OSError:
-                    pass
                 return
             except Exception:  # a bug in the fake must be visible to the test, not a hung client
                 log.exception("fake %s failed on %s %s", service.name, self.command, self.path)
