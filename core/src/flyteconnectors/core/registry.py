@@ -12,6 +12,7 @@ already served is reported with its reason and skipped. It never takes the host 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -135,6 +136,24 @@ class Registry:
         self._add(entry, list(classes))
         return entry
 
+    def register_module(self, module: str, attr: str = "CONNECTORS", package: str | None = None) -> PackageEntry:
+        """Import ``module`` and register ``module.attr`` (a connector class or a tuple of them).
+
+        A module that fails to import is recorded on its package entry and skipped, as for entry points.
+        """
+        package = package or package_of(module)
+        entry = self.packages.get(package) or PackageEntry(package, distribution=f"module {module}")
+        self.packages[package] = entry
+        try:
+            loaded = getattr(importlib.import_module(module), attr)
+        except Exception as err:
+            entry.error = f"failed to import {module}:{attr}: {type(err).__name__}: {err}"
+            log.error("connector package %s skipped: %s", package, entry.error)
+            return entry
+        classes = list(loaded) if isinstance(loaded, (list, tuple)) else [loaded]
+        self._add(entry, classes)
+        return entry
+
     def _add(self, entry: PackageEntry, classes: list[Any]) -> None:
         problems = []
         accepted = []
@@ -196,3 +215,33 @@ class Registry:
 
     def client_caches(self) -> list[ClientCache]:
         return list(self._clients.values())
+
+
+def package_of(module: str) -> str:
+    """The package name (settings prefix ``FLYTECONNECTORS_<PACKAGE>_``) of a connector module.
+
+    ``flyteconnectors.snowflake.connector`` -> ``snowflake``; ``mypkg.connector`` -> ``mypkg``.
+    """
+    parts = module.split(".")
+    if parts[0] == "flyteconnectors" and len(parts) > 1:
+        return parts[1]
+    return parts[0]
+
+
+def register_modules(registry: Registry, spec: str) -> list[PackageEntry]:
+    """Register connector modules named in ``spec`` (the ``FLYTECONNECTORS_MODULES`` syntax).
+
+    ``spec`` is a comma-separated list of ``[package=]module[:attribute]``; the attribute defaults to
+    ``CONNECTORS`` and the package to :func:`package_of` the module. This serves connectors that are not
+    installed as a distribution (a module in the working directory, tests) without entry points.
+    """
+    entries = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        package, _, target = item.rpartition("=")
+        module, _, attr = target.partition(":")
+        entries.append(registry.register_module(module.strip(), attr.strip() or "CONNECTORS",
+                                                package.strip() or None))
+    return entries
