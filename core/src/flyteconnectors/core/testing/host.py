@@ -56,8 +56,8 @@ class HostThread:
             secrets=Secrets(overrides=secrets, dirs=()) if secrets is not None else Secrets(),
             options=options,
         )
-        opts = server_options or ServerOptions()
-        opts.host, opts.port = "127.0.0.1", opts.port or 0
+        opts = server_options or ServerOptions(port=0)
+        opts.host = "127.0.0.1"
         self.host = Host(self.dispatcher, opts)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="host-loop", daemon=True)

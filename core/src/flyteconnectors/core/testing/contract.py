@@ -1,0 +1,489 @@
+"""The connector contract suite: the lifecycle cases every connector must pass, run through the real gRPC host.
+
+Adopting it takes a few lines in a connector's ``tests/test_contract.py``::
+
+    import pytest
+    from flyteconnectors.core.testing.contract import AsyncContract
+    from flyteconnectors.snowflake.connector import SnowflakeQuery
+    from flyteconnectors.snowflake.fake import SnowflakeFake
+
+    class TestSnowflakeQuery(AsyncContract):
+        connector = SnowflakeQuery
+        create_path = r"/queries/v1/query-request"      # where a job is created (for lost responses)
+        status_path = r"/monitoring/queries/"            # where its status is read (for 429/5xx)
+        success_steps = ("RUNNING", "SUCCESS")          # scripts in the fake's own vocabulary
+        running_steps = ("RUNNING",)
+        unknown_steps = ("SOMETHING_NEW", "SUCCESS")
+        state_cases = [(("QUEUED",), Phase.QUEUED), (("FAILED_WITH_ERROR",), Phase.FAILED), ...]
+
+        def failure_steps(self, message): return ("RUNNING", {"state": "FAILED_WITH_ERROR", "message": message})
+        def early_failure_steps(self, message): return ({"state": "FAILED_WITH_ERROR", "message": message},)
+        def remote_jobs(self, fake): return len(fake.queries)
+        def cancelled_jobs(self, fake): return sum(q["aborted"] for q in fake.queries.values())
+
+        @pytest.fixture
+        def fake(self):
+            with SnowflakeFake().serve() as fake:
+                yield fake
+
+        @pytest.fixture
+        def connector_settings(self, fake): return {"endpoint": fake.url}
+
+        @pytest.fixture
+        def secrets(self, canary): return {"snowflake_password": canary}
+
+        @pytest.fixture
+        def task_template(self): return builders.task_template("snowflake-query", {...}, outputs={...})
+
+        @pytest.fixture
+        def invalid_config(self): return {"warehouse": 5}, "warehouse"
+
+Capabilities a connector lacks are class flags (``supports_cancel``, ``supports_outputs``,
+``supports_logs``); the cases that need them are skipped with the reason shown, never silently passed.
+Overrides of the required fixtures must be ``@pytest.fixture``-decorated; the suite checks that and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import grpc
+import pytest
+
+from flyteconnectors.core.connector import Connector
+from flyteconnectors.core.dispatcher import DispatcherOptions, RetryPolicy
+from flyteconnectors.core.resource import Phase
+from flyteconnectors.core.testing import builders
+from flyteconnectors.core.testing.fake import FakeService
+from flyteconnectors.core.testing.host import HostThread, PropellerClient
+
+TERMINAL = {int(p) for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED, Phase.RETRYABLE_FAILED)}
+#: The loop may lag this long once before the suite calls it a stall (GC, first imports).
+STALL_THRESHOLD = 0.25
+_REQUIRED_FIXTURES = ("fake", "connector_settings", "secrets", "task_template")
+
+
+class _Recorder(PropellerClient):
+    """A Propeller-shaped client that keeps everything the host said, for the leak and phase checks."""
+
+    def __init__(self, channel: grpc.Channel, timeout: float = 10.0) -> None:
+        super().__init__(channel, timeout)
+        self.resources: list[Any] = []
+        self.metas: list[bytes] = []
+        self.errors: list[str] = []
+
+    def create(self, template: Any, inputs: Mapping[str, Any] | None = None, **kw: Any) -> bytes:
+        meta = self._guard(lambda: super(_Recorder, self).create(template, inputs, **kw))
+        self.metas.append(meta)
+        return meta  # type: ignore[no-any-return]
+
+    def get(self, template: Any, meta: bytes) -> Any:
+        resource = self._guard(lambda: super(_Recorder, self).get(template, meta))
+        self.resources.append(resource)
+        return resource
+
+    def delete(self, template: Any, meta: bytes) -> None:
+        self._guard(lambda: super(_Recorder, self).delete(template, meta))
+
+    def execute_sync(self, template: Any, inputs: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+        resource = self._guard(lambda: super(_Recorder, self).execute_sync(template, inputs, **kw))
+        self.resources.append(resource)
+        return resource
+
+    def _guard(self, call: Any) -> Any:
+        try:
+            return call()
+        except grpc.RpcError as err:
+            self.errors.append(f"{err.code()}: {err.details()}")
+            raise
+
+
+class _Base:
+    #: The connector class under test.
+    connector: ClassVar[type[Connector[Any]]]
+    #: Task inputs for the happy path (Python values).
+    task_inputs: ClassVar[Mapping[str, Any]] = {}
+    supports_outputs: ClassVar[bool] = True
+    #: RPC deadline the suite's Propeller client uses (Propeller's connector-service default).
+    rpc_timeout: ClassVar[float] = 10.0
+
+    # ------------------------------------------------------------------ fixtures to override
+    @pytest.fixture
+    def fake(self) -> Iterator[FakeService]:
+        raise NotImplementedError("override the `fake` fixture: yield your started FakeService")
+
+    @pytest.fixture
+    def connector_settings(self, fake: FakeService) -> Mapping[str, Any]:
+        raise NotImplementedError("override `connector_settings`: settings pointing the connector at the fake")
+
+    @pytest.fixture
+    def secrets(self, canary: str) -> Mapping[str, str]:
+        raise NotImplementedError("override `secrets`: every credential the connector reads, set to `canary`")
+
+    @pytest.fixture
+    def task_template(self) -> Any:
+        raise NotImplementedError("override `task_template`: builders.task_template(...) for the happy path")
+
+    @pytest.fixture
+    def invalid_config(self) -> tuple[dict[str, Any], str]:
+        """A ``custom`` that fails validation, and the field name the error must mention."""
+        return {"this_field_does_not_exist": 1}, "this_field_does_not_exist"
+
+    # ------------------------------------------------------------------ fixtures the suite provides
+    @pytest.fixture
+    def canary(self) -> str:
+        """A unique secret value; it must never appear in anything the host says or logs."""
+        return f"canary-{uuid.uuid4().hex}"
+
+    @pytest.fixture
+    def dispatcher_options(self) -> DispatcherOptions:
+        return DispatcherOptions(unavailable_grace=600.0, retry=RetryPolicy(attempts=4, base=0.02, cap=0.2))
+
+    @pytest.fixture
+    def host(self, fake: FakeService, connector_settings: Mapping[str, Any], secrets: Mapping[str, str],
+             dispatcher_options: DispatcherOptions) -> Iterator[HostThread]:
+        package = self.connector.package or "contract"
+        with HostThread([self.connector], settings={package: dict(connector_settings)}, secrets=dict(secrets),
+                        options=dispatcher_options, package=package) as host:
+            yield host
+
+    @pytest.fixture
+    def client(self, host: HostThread, canary: str, logs: pytest.LogCaptureFixture) -> Iterator[_Recorder]:
+        """A Propeller-shaped client; afterwards, checks what every case must hold (no UNDEFINED, no leak)."""
+        recorder = _Recorder(host.channel, self.rpc_timeout)  # type: ignore[arg-type]
+        yield recorder
+        for resource in recorder.resources:
+            assert resource.phase != 0, "the host answered phase UNDEFINED (Propeller reads it as a retryable failure)"
+        self._assert_no_canary(canary, recorder, logs)
+
+    @pytest.fixture
+    def logs(self, caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+        caplog.set_level(logging.DEBUG)
+        return caplog
+
+    # ------------------------------------------------------------------ checks shared by every case
+    @pytest.fixture(autouse=True)
+    def _overrides_are_fixtures(self) -> None:
+        self._check_overrides_are_fixtures()
+
+    def _check_overrides_are_fixtures(self) -> None:
+        for name in _REQUIRED_FIXTURES + ("invalid_config",):
+            attr = getattr(type(self), name, None)
+            if attr is not None and not hasattr(attr, "_pytestfixturefunction") and \
+                    "FixtureFunctionDefinition" not in type(attr).__name__:
+                pytest.fail(f"{type(self).__name__}.{name} overrides a contract fixture but is not decorated "
+                            "with @pytest.fixture, so pytest would silently ignore it")
+
+    @staticmethod
+    def _assert_no_canary(canary: str, client: _Recorder, logs: pytest.LogCaptureFixture) -> None:
+        places: list[tuple[str, str]] = []
+        for resource in client.resources:
+            places.append(("message", resource.message))
+            places.append(("custom_info", json.dumps(_struct(resource.custom_info))))
+            places += [("log link", link.uri) for link in resource.log_links]
+        places += [("resource_meta", meta.decode("utf-8", "replace")) for meta in client.metas]
+        places += [("gRPC error", e) for e in client.errors]
+        places += [("log", r.getMessage() + (r.exc_text or "")) for r in logs.records]
+        leaked = [where for where, text in places if canary in text]
+        assert not leaked, f"a secret value leaked into: {', '.join(sorted(set(leaked)))}"
+
+    def assert_message_mentions(self, message: str, expected: str) -> None:
+        assert expected in message, f"expected the service's message {expected!r} in {message!r}"
+
+
+def _struct(struct: Any) -> Any:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(struct)
+
+
+class AsyncContract(_Base):
+    """The lifecycle cases for an :class:`~flyteconnectors.core.AsyncConnector`."""
+
+    # ------------------------------------------------------------------ what the connector describes
+    #: Regex of the request path (and method) that creates a job, and the one that reads its status.
+    create_path: ClassVar[str]
+    create_method: ClassVar[str] = "POST"
+    status_path: ClassVar[str]
+    status_method: ClassVar[str | None] = None
+    #: Scripts for the fake's next job, in the fake's own step vocabulary.
+    success_steps: ClassVar[Sequence[Any]]
+    running_steps: ClassVar[Sequence[Any]]
+    unknown_steps: ClassVar[Sequence[Any]]
+    #: (script, phase of the first GetTask) for every state the service reports.
+    state_cases: ClassVar[Sequence[tuple[Sequence[Any], Phase]]] = ()
+    supports_cancel: ClassVar[bool] = True
+    supports_logs: ClassVar[bool] = False
+
+    def failure_steps(self, message: str) -> Sequence[Any]:
+        raise NotImplementedError("return a script that runs, then fails with `message`")
+
+    def early_failure_steps(self, message: str) -> Sequence[Any]:
+        raise NotImplementedError("return a script whose first status is a failure with `message`")
+
+    def remote_jobs(self, fake: FakeService) -> int:
+        """How many jobs the service holds (for the idempotency cases)."""
+        raise NotImplementedError
+
+    def cancelled_jobs(self, fake: FakeService) -> int:
+        """How many jobs received a cancel request."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers
+    def _run(self, client: _Recorder, template: Any) -> tuple[Any, list[Any]]:
+        meta = client.create(template, self.task_inputs)
+        return client.poll(template, meta, interval=0.01, limit=30)
+
+    # ------------------------------------------------------------------ the cases
+    def test_happy_path_succeeds(self, client: _Recorder, fake: FakeService, task_template: Any) -> None:
+        fake.script_next_job(*self.success_steps)
+        final, seen = self._run(client, task_template)
+        assert final.phase == Phase.SUCCEEDED, f"expected SUCCEEDED, got {Phase(final.phase).name}: {final.message}"
+        assert self.remote_jobs(fake) == 1
+        declared = set(task_template.interface.outputs.variables)
+        if self.supports_outputs and declared:
+            assert set(final.outputs.literals) == declared, "the outputs must match the interface"
+
+    def test_log_links_on_first_response_of_each_phase(self, client: _Recorder, fake: FakeService,
+                                                       task_template: Any) -> None:
+        fake.script_next_job(*self.success_steps)
+        _, seen = self._run(client, task_template)
+        first_of_phase: dict[int, Any] = {}
+        for resource in seen:
+            first_of_phase.setdefault(resource.phase, resource)
+        links = {p: [link.uri for link in r.log_links] for p, r in first_of_phase.items()}
+        any_links = any(links.values())
+        if any_links:
+            missing = [Phase(p).name for p, uris in links.items() if not uris]
+            assert not missing, f"log links are missing on the first response of {missing}"
+
+    def test_failure_before_first_poll(self, client: _Recorder, fake: FakeService, task_template: Any) -> None:
+        fake.script_next_job(*self.early_failure_steps("the table does not exist"))
+        meta = client.create(task_template, self.task_inputs)
+        first = client.get(task_template, meta)
+        assert first.phase == Phase.FAILED, f"expected FAILED at the first poll, got {Phase(first.phase).name}"
+        self.assert_message_mentions(first.message, "the table does not exist")
+
+    def test_failure_during_polling_surfaces_message(self, client: _Recorder, fake: FakeService,
+                                                     task_template: Any) -> None:
+        fake.script_next_job(*self.failure_steps("out of memory on executor 3"))
+        final, seen = self._run(client, task_template)
+        assert final.phase == Phase.FAILED, f"expected FAILED, got {Phase(final.phase).name}"
+        assert any(r.phase not in TERMINAL for r in seen), "the job should have been seen running first"
+        self.assert_message_mentions(final.message, "out of memory on executor 3")
+
+    def test_every_scripted_state_reaches_its_phase(self, client: _Recorder, fake: FakeService,
+                                                    task_template: Any) -> None:
+        if not self.state_cases:
+            pytest.skip("the connector declares no state_cases")
+        wrong = []
+        for steps, expected in self.state_cases:
+            fake.script_next_job(*steps)
+            meta = client.create(task_template, self.task_inputs, ident=builders.identity(uuid.uuid4().hex[:10]))
+            got = client.get(task_template, meta)
+            if got.phase != expected:
+                wrong.append(f"{steps!r}: expected {expected.name}, got {Phase(got.phase).name} ({got.message})")
+        assert not wrong, "states mapped to the wrong phase:\n" + "\n".join(wrong)
+
+    def test_unknown_state_is_not_fatal(self, client: _Recorder, fake: FakeService, task_template: Any) -> None:
+        fake.script_next_job(*self.unknown_steps)
+        meta = client.create(task_template, self.task_inputs)
+        first = client.get(task_template, meta)
+        assert first.phase not in TERMINAL, f"an unknown state must not end the task (got {Phase(first.phase).name})"
+        assert first.message, "an unknown state needs a message naming it"
+        final, _ = client.poll(task_template, meta, interval=0.01)
+        assert final.phase == Phase.SUCCEEDED
+
+    def test_delete_while_running_stops_the_remote_job(self, client: _Recorder, fake: FakeService,
+                                                       task_template: Any) -> None:
+        if not self.supports_cancel:
+            pytest.skip("the service cannot cancel jobs (supports_cancel = False)")
+        fake.script_next_job(*self.running_steps)
+        meta = client.create(task_template, self.task_inputs)
+        assert client.get(task_template, meta).phase not in TERMINAL
+        client.delete(task_template, meta)
+        assert self.cancelled_jobs(fake) == 1, "the remote job must receive a cancel request"
+
+    def test_delete_twice_and_after_finish_are_ok(self, client: _Recorder, fake: FakeService,
+                                                  task_template: Any) -> None:
+        if not self.supports_cancel:
+            pytest.skip("the service cannot cancel jobs (supports_cancel = False)")
+        fake.script_next_job(*self.running_steps)
+        meta = client.create(task_template, self.task_inputs)
+        client.delete(task_template, meta)
+        client.delete(task_template, meta)
+        fake.script_next_job(*self.success_steps)
+        done = client.create(task_template, self.task_inputs, ident=builders.identity("finished01"))
+        client.poll(task_template, done, interval=0.01)
+        client.delete(task_template, done)
+
+    def test_lost_create_response_creates_one_job(self, client: _Recorder, fake: FakeService,
+                                                  task_template: Any) -> None:
+        fake.script_next_job(*self.success_steps)
+        fake.inject_fault(503, path=self.create_path, method=self.create_method, after=True, count=1)
+        first = client.create(task_template, self.task_inputs)
+        # Propeller calls CreateTask at least once: the same attempt may arrive again.
+        again = client.create(task_template, self.task_inputs)
+        assert self.remote_jobs(fake) == 1, "a retried create must adopt the job the lost call started"
+        final, _ = client.poll(task_template, first, interval=0.01)
+        assert final.phase == Phase.SUCCEEDED
+        assert client.get(task_template, again).phase == Phase.SUCCEEDED
+
+    def test_new_attempt_creates_a_new_job(self, client: _Recorder, fake: FakeService, task_template: Any) -> None:
+        fake.script_next_job(*self.success_steps)
+        fake.script_next_job(*self.success_steps)
+        client.create(task_template, self.task_inputs, ident=builders.identity(retry_attempt=0))
+        client.create(task_template, self.task_inputs, ident=builders.identity(retry_attempt=1))
+        assert self.remote_jobs(fake) == 2, "each retry attempt is its own remote job"
+
+    def test_transient_errors_on_get_are_retried(self, client: _Recorder, fake: FakeService,
+                                                 task_template: Any) -> None:
+        fake.script_next_job(*self.success_steps)
+        meta = client.create(task_template, self.task_inputs)
+        fake.inject_fault(429, path=self.status_path, method=self.status_method, count=1,
+                          headers={"Retry-After": "0"})
+        fake.inject_fault(503, path=self.status_path, method=self.status_method, count=1)
+        final, _ = client.poll(task_template, meta, interval=0.01)
+        assert final.phase == Phase.SUCCEEDED
+        assert not client.errors, f"transient faults surfaced as gRPC errors: {client.errors}"
+
+    @pytest.fixture
+    def short_grace(self, dispatcher_options: DispatcherOptions) -> DispatcherOptions:
+        dispatcher_options.unavailable_grace = 0.5
+        return dispatcher_options
+
+    def test_permanently_unavailable_service_ends_retryable(self, short_grace: DispatcherOptions,
+                                                            client: _Recorder, fake: FakeService,
+                                                            task_template: Any) -> None:
+        fake.script_next_job(*self.running_steps)
+        meta = client.create(task_template, self.task_inputs)
+        fake.inject_fault(503, path=self.status_path, method=self.status_method, count=None)
+        client.timeout = 3.0
+        first = client.get(task_template, meta)
+        assert first.phase not in TERMINAL, "one failed status check must not end the task"
+        assert first.message, "the non-terminal answer should say the status check failed"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            last = client.get(task_template, meta)
+            if last.phase in TERMINAL:
+                break
+        assert last.phase == Phase.RETRYABLE_FAILED, f"expected RETRYABLE_FAILED, got {Phase(last.phase).name}"
+        assert not client.errors, f"unavailability surfaced as gRPC errors: {client.errors}"
+
+    def test_invalid_config_fails_permanently_naming_the_field(
+        self, client: _Recorder, fake: FakeService, task_template: Any, invalid_config: tuple[dict[str, Any], str]
+    ) -> None:
+        custom, field = invalid_config
+        bad = type(task_template)()
+        bad.CopyFrom(task_template)
+        bad.custom.Clear()
+        bad.custom.update(custom)
+        meta = client.create(bad, self.task_inputs)
+        first = client.get(bad, meta)
+        assert first.phase == Phase.FAILED, "invalid config must fail permanently, not burn retries"
+        assert field in first.message, f"the error must name {field!r}: {first.message}"
+        assert self.remote_jobs(fake) == 0, "no remote job may start for an invalid config"
+        client.delete(bad, meta)  # nothing started: still fine
+
+    def test_malformed_resource_meta_gives_a_clear_error(self, client: _Recorder, task_template: Any) -> None:
+        for junk in (b"\x80\x04\x95 not a pickle we would ever load", b"{not json", b'{"v": 99}'):
+            answer = client.get(task_template, junk)
+            assert answer.phase == Phase.FAILED
+            assert "resource_meta" in answer.message
+        with pytest.raises(grpc.RpcError) as err:
+            client.delete(task_template, b"garbage")
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "Traceback" not in (err.value.details() or "")
+
+    def test_resource_meta_is_small_json_without_secrets(self, client: _Recorder, fake: FakeService,
+                                                         task_template: Any, canary: str) -> None:
+        fake.script_next_job(*self.success_steps)
+        meta = client.create(task_template, self.task_inputs)
+        assert len(meta) < 4096
+        assert canary not in meta.decode()
+        assert isinstance(json.loads(meta), dict)
+
+    def test_no_event_loop_stall(self, host: HostThread, client: _Recorder, fake: FakeService,
+                                 task_template: Any) -> None:
+        fake.script_next_job(*self.success_steps)
+        self._run(client, task_template)
+        lag = host.host.watchdog.max_lag
+        assert lag < STALL_THRESHOLD, f"a call blocked the event loop for {lag * 1000:.0f} ms"
+
+    def test_logs_stream(self, client: _Recorder, fake: FakeService, task_template: Any) -> None:
+        if not self.supports_logs:
+            pytest.skip("the connector does not stream logs (supports_logs = False)")
+        fake.script_next_job(*self.success_steps)
+        meta = client.create(task_template, self.task_inputs)
+        from flyteidl.admin import agent_pb2
+
+        stream = client.async_stub.GetTaskLogs(
+            agent_pb2.GetTaskLogsRequest(task_category=agent_pb2.TaskCategory(name=task_template.type,
+                                                                             version=task_template.task_type_version),
+                                         resource_meta=meta), timeout=self.rpc_timeout)
+        messages = list(stream)
+        assert messages and messages[0].HasField("header")
+
+
+class SyncContract(_Base):
+    """The cases for a :class:`~flyteconnectors.core.SyncConnector`."""
+
+    #: Regex of the request path the connector calls, for fault injection.
+    request_path: ClassVar[str]
+
+    def failure_setup(self, fake: FakeService, message: str) -> None:
+        """Make the service refuse the next request with ``message`` (default: HTTP 400 with that message)."""
+        fake.inject_fault(400, path=self.request_path, body={"error": {"message": message}, "message": message})
+
+    def test_returns_terminal_success_inside_the_deadline(self, client: _Recorder, task_template: Any) -> None:
+        started = time.monotonic()
+        resource = client.execute_sync(task_template, self.task_inputs)
+        assert resource.phase == Phase.SUCCEEDED, f"got {Phase(resource.phase).name}: {resource.message}"
+        assert time.monotonic() - started < self.rpc_timeout
+        declared = set(task_template.interface.outputs.variables)
+        if self.supports_outputs and declared:
+            assert set(resource.outputs.literals) == declared
+
+    def test_service_refusal_is_a_failed_phase_with_its_message(self, client: _Recorder, fake: FakeService,
+                                                                 task_template: Any) -> None:
+        self.failure_setup(fake, "model gpt-nothing does not exist")
+        resource = client.execute_sync(task_template, self.task_inputs)
+        assert resource.phase == Phase.FAILED
+        self.assert_message_mentions(resource.message, "gpt-nothing")
+
+    def test_transient_errors_are_retried(self, client: _Recorder, fake: FakeService, task_template: Any) -> None:
+        fake.inject_fault(503, path=self.request_path, count=1)
+        resource = client.execute_sync(task_template, self.task_inputs)
+        assert resource.phase == Phase.SUCCEEDED
+
+    def test_unavailable_service_answers_terminal_before_the_deadline(self, client: _Recorder, fake: FakeService,
+                                                                      task_template: Any) -> None:
+        fake.inject_fault(None, path=self.request_path, count=None, hang=30)
+        client.timeout = 3.0
+        started = time.monotonic()
+        resource = client.execute_sync(task_template, self.task_inputs)
+        assert resource.phase in TERMINAL and resource.phase != Phase.SUCCEEDED
+        assert time.monotonic() - started < 3.0
+        assert resource.message
+
+    def test_invalid_config_fails_naming_the_field(self, client: _Recorder, task_template: Any,
+                                                   invalid_config: tuple[dict[str, Any], str]) -> None:
+        custom, field = invalid_config
+        bad = type(task_template)()
+        bad.CopyFrom(task_template)
+        bad.custom.Clear()
+        bad.custom.update(custom)
+        resource = client.execute_sync(bad, self.task_inputs)
+        assert resource.phase == Phase.FAILED
+        assert field in resource.message
+
+    def test_no_event_loop_stall(self, host: HostThread, client: _Recorder, task_template: Any) -> None:
+        client.execute_sync(task_template, self.task_inputs)
+        lag = host.host.watchdog.max_lag
+        assert lag < STALL_THRESHOLD, f"a call blocked the event loop for {lag * 1000:.0f} ms"
