@@ -96,8 +96,7 @@ class MetaCodec:
             body["x"] = envelope.extra
         payload = json.dumps(body, separators=(",", ":"), sort_keys=True)
         if self.keys:
-            sig = hmac.new(self.keys[0], payload.encode(), hashlib.sha256).digest()
-            wrapped = {"p": payload, "s": base64.urlsafe_b64encode(sig).decode().rstrip("=")}
+            wrapped = {"p": payload, "s": _sign(self.keys[0], payload)}
             raw = json.dumps(wrapped, separators=(",", ":")).encode()
         else:
             raw = payload.encode()
@@ -128,14 +127,7 @@ class MetaCodec:
                 raise InvalidResourceMeta("resource_meta signature envelope is malformed")
             if not self.keys:
                 raise InvalidResourceMeta("resource_meta is signed but this host has no signing key configured")
-            sig = outer["s"]
-            ok = any(
-                hmac.compare_digest(
-                    base64.urlsafe_b64encode(hmac.new(k, payload.encode(), hashlib.sha256).digest()).decode().rstrip("="),
-                    sig,
-                )
-                for k in self.keys
-            )
+            ok = any(hmac.compare_digest(_sign(k, payload), outer["s"]) for k in self.keys)
             if not ok:
                 raise InvalidResourceMeta("resource_meta signature does not match: refusing a forged or altered blob")
             try:
@@ -171,6 +163,11 @@ class MetaCodec:
         if not isinstance(extra, dict):
             raise InvalidResourceMeta("resource_meta envelope field 'x' has the wrong type")
         return Envelope(task_type, task_version, meta, outputs, failure, created, extra)
+
+
+def _sign(key: bytes, payload: str) -> str:
+    digest = hmac.new(key, payload.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def parse_meta(model: type[JobMeta], data: dict[str, Any]) -> JobMeta:

@@ -172,7 +172,7 @@ class _Base:
         self._check_overrides_are_fixtures()
 
     def _check_overrides_are_fixtures(self) -> None:
-        for name in _REQUIRED_FIXTURES + ("invalid_config",):
+        for name in (*_REQUIRED_FIXTURES, "invalid_config"):
             attr = getattr(type(self), name, None)
             if attr is not None and not hasattr(attr, "_pytestfixturefunction") and \
                     "FixtureFunctionDefinition" not in type(attr).__name__:
@@ -242,7 +242,7 @@ class AsyncContract(_Base):
     # ------------------------------------------------------------------ the cases
     def test_happy_path_succeeds(self, client: _Recorder, fake: FakeService, task_template: Any) -> None:
         fake.script_next_job(*self.success_steps)
-        final, seen = self._run(client, task_template)
+        final, _seen = self._run(client, task_template)
         assert final.phase == Phase.SUCCEEDED, f"expected SUCCEEDED, got {Phase(final.phase).name}: {final.message}"
         assert self.remote_jobs(fake) == 1
         declared = set(task_template.interface.outputs.variables)

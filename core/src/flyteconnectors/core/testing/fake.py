@@ -408,7 +408,9 @@ class FakeService:
         server = ThreadingHTTPServer((host, port), _make_handler(self))
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name=f"fake-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"fake-{self.name}", daemon=True
+        )
         self._thread.start()
         return self
 
