@@ -168,6 +168,8 @@ class _Executors:
 
 #: Async connector calls running on the loop right now; the loop watchdog names them when the loop stalls.
 ON_LOOP: dict[str, int] = {}
+#: Task types whose async calls started since the watchdog last looked.
+ON_LOOP_SEEN: set[str] = set()
 
 
 class Dispatcher:
@@ -438,6 +440,7 @@ class Dispatcher:
             raise DeadlineTooShort(f"the {operation} call's deadline left no time to reach the service")
         if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__func__", None)):
             ON_LOOP[connector.task_type] = ON_LOOP.get(connector.task_type, 0) + 1
+            ON_LOOP_SEEN.add(connector.task_type)
             try:
                 awaitable: Awaitable[Any] = fn(*args)
                 return await (asyncio.wait_for(awaitable, timeout) if timeout is not None else awaitable)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from flyteconnectors.core import metrics
-from flyteconnectors.core.dispatcher import ON_LOOP
+from flyteconnectors.core.dispatcher import ON_LOOP, ON_LOOP_SEEN
 
 log = logging.getLogger("flyteconnectors.watchdog")
 
@@ -38,6 +38,7 @@ class LoopWatchdog:
         loop = asyncio.get_running_loop()
         while True:
             before = loop.time()
+            ON_LOOP_SEEN.clear()
             suspects_before = {k for k, v in ON_LOOP.items() if v > 0}
             await asyncio.sleep(self.interval)
             lag = max(0.0, loop.time() - before - self.interval)
@@ -45,7 +46,7 @@ class LoopWatchdog:
             self.max_lag = max(self.max_lag, lag)
             if lag > self.threshold:
                 self.stalls += 1
-                suspects = sorted(suspects_before | {k for k, v in ON_LOOP.items() if v > 0}) or ["unknown"]
+                suspects = sorted(suspects_before | ON_LOOP_SEEN | {k for k, v in ON_LOOP.items() if v > 0}) or ["unknown"]
                 metrics.LOOP_STALLS.labels(suspects=",".join(suspects)[:200]).inc()
                 log.warning(
                     "event loop blocked for %.0f ms; async connector calls on the loop: %s. "
