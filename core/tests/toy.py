@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
 
 from flyteconnectors.core import (
     AsyncConnector,
@@ -75,6 +77,7 @@ class ToyJob(AsyncConnector[ToyConfig, ToyMeta]):
 
 class EchoConfig(TaskConfig):
     prefix: str = ""
+    sleep: float = 0.0
 
 
 class Echo(SyncConnector[EchoConfig]):
@@ -82,4 +85,20 @@ class Echo(SyncConnector[EchoConfig]):
     task_type = "toy_echo"
 
     async def do(self, task: TaskContext[EchoConfig]) -> Resource:
+        if task.config.sleep:
+            await asyncio.sleep(task.config.sleep)
         return Resource.succeeded({"out": task.config.prefix + str(task.inputs.get("text", ""))})
+
+
+class LoggingJob(ToyJob):
+    """A toy job that streams its log lines (GetTaskLogs)."""
+
+    name = "Toy with logs"
+    task_type = "toy_logs"
+
+    async def get_logs(self, job: ToyMeta, ctx: CallContext) -> AsyncIterator[str]:
+        for i in range(250):
+            yield f"{job.job_id} line {i}"
+
+
+CONNECTORS = (ToyJob, Echo, LoggingJob)

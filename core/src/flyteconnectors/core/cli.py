@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
+
+from flyteconnectors.core.host.settings import (
+    CONFIG_ENV,
+    OPTIONS,
+    OPTIONS_BY_KEY,
+    HostSettings,
+    SettingsError,
+    load_settings,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,44 +27,116 @@ def main() -> None:
     """flyteconnectors: run Flyte connectors for hosted services."""
 
 
+def _settings_flags(*keys: str) -> Callable[[F], F]:
+    """Click options generated from the host settings table (host/settings.py), so flags, environment
+    variables and config-file keys stay one documented set. Precedence is resolved by load_settings."""
+
+    def decorate(fn: F) -> F:
+        for option in reversed([OPTIONS_BY_KEY[k] for k in keys]):
+            if option.flag is None:
+                continue
+            decls = [option.flag, *(["--host"] if option.key == "bind" else []), option.key]
+            kwargs: dict[str, Any] = {"default": None, "help": f"{option.help} [env: {option.env_name}]"}
+            if option.kind == "int":
+                kwargs["type"] = click.INT
+            elif option.kind == "float":
+                kwargs["type"] = click.FLOAT
+            elif option.kind == "choice":
+                kwargs["type"] = click.Choice(option.choices, case_sensitive=False)
+            elif option.kind == "list":
+                kwargs["multiple"] = True
+            fn = click.option(*decls, **kwargs)(fn)
+        return click.option(
+            "--config", "config_file", default=None, type=click.Path(dir_okay=False),
+            help=f"TOML config file (top-level keys as the flags, [connectors.<package>] tables). "
+            f"[env: {CONFIG_ENV}]",
+        )(fn)
+
+    return decorate
+
+
+def _load(config_file: str | None, flags: dict[str, Any]) -> HostSettings:
+    try:
+        return load_settings(flags, config_file=config_file)
+    except SettingsError as err:
+        raise click.ClickException(str(err)) from None
+
+
 @main.command()
-@click.option("--port", type=int, default=8000, envvar="FLYTECONNECTORS_PORT", show_default=True)
-@click.option("--host", "bind", default="[::]", envvar="FLYTECONNECTORS_BIND", show_default=True)
-@click.option("--connectors", "enabled", default="", envvar="FLYTECONNECTORS_ENABLED",
-              help="Comma-separated packages to enable (default: every installed one).")
-def serve(port: int, bind: str, enabled: str) -> None:
-    """Serve the installed connectors over Flyte's connector gRPC services."""
-    import asyncio
+@_settings_flags(*(o.key for o in OPTIONS))
+@click.option("--print-config", is_flag=True, help="Print the resolved settings (secrets masked) and exit.")
+def serve(config_file: str | None, print_config: bool, **flags: Any) -> None:
+    """Serve the installed connectors over Flyte's connector gRPC services.
 
-    from flyteconnectors.core.dispatcher import Dispatcher
-    from flyteconnectors.core.host.server import Host, ServerOptions, enabled_set
-    from flyteconnectors.core.registry import Registry
+    Every option can also be set by an environment variable or the config file; see
+    flyteconnectors/core/host/settings.py for the full table.
+    """
+    settings = _load(config_file, flags)
+    if print_config:
+        import json
 
-    registry = Registry.discover(enabled_set(enabled.split(",")))
-    host = Host(Dispatcher(registry), ServerOptions(host=bind, port=port))
+        click.echo(json.dumps(settings.public_dict(), indent=2))
+        return
+    from flyteconnectors.core.host.logs import configure_logging
 
-    async def run() -> None:
-        await host.start()
-        click.echo(f"flyteconnectors host listening on {bind}:{host.port}", err=True)
-        await host.wait()
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        settings.tls_material()
+        settings.keys()
+    except SettingsError as err:
+        raise click.ClickException(str(err)) from None
+    if settings.workers > 1:
+        from flyteconnectors.core.host.workers import run_workers
 
-    asyncio.run(run())
+        sys.exit(run_workers(settings))
+    from flyteconnectors.core.host.app import run
+
+    sys.exit(run(settings))
 
 
 @main.command("list")
-def list_() -> None:
-    """Show installed connector packages, their task types and whether they loaded."""
-    from flyteconnectors.core.registry import Registry
+@_settings_flags("enabled", "modules")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def list_(config_file: str | None, as_json: bool, **flags: Any) -> None:
+    """Show connector packages, their task types and versions, and whether they loaded.
 
-    registry = Registry.discover()
-    failed = False
+    Exits 1 when a package failed to load.
+    """
+    import logging
+
+    from flyteconnectors.core.host.app import build_registry
+
+    logging.getLogger("flyteconnectors").setLevel(logging.CRITICAL)  # the listing shows the errors
+    registry = build_registry(_load(config_file, flags))
+    failed = any(not entry.loaded for entry in registry.packages.values())
+    if as_json:
+        import json
+
+        click.echo(json.dumps([
+            {
+                "package": entry.package,
+                "distribution": entry.distribution,
+                "version": entry.version,
+                "requires_core": entry.requires_core,
+                "loaded": entry.loaded,
+                "error": entry.error,
+                "connectors": [
+                    {"name": k.name, "task_type": k.task_type, "task_version": k.task_version,
+                     "sync": k.is_sync, "secrets": list(k.secret_names)}
+                    for k in entry.connectors
+                ],
+            }
+            for entry in registry.packages.values()
+        ], indent=2))
+        sys.exit(1 if failed else 0)
     for entry in registry.packages.values():
-        status = "ok" if entry.loaded else f"NOT LOADED: {entry.error}"
-        failed = failed or not entry.loaded
-        click.echo(f"{entry.package} ({entry.distribution} {entry.version}): {status}")
+        status = click.style("ok", fg="green") if entry.loaded else click.style(f"NOT LOADED: {entry.error}", fg="red")
+        origin = " ".join(p for p in (entry.distribution, entry.version) if p)
+        click.echo(f"{entry.package}" + (f" ({origin})" if origin else "") + f": {status}")
         for klass in entry.connectors:
-            mode = "sync" if klass.is_sync else "async"
-            click.echo(f"  {klass.task_type} v{klass.task_version}  {mode}  {klass.name}")
+            mode = "sync " if klass.is_sync else "async"
+            secrets = f"  secrets: {', '.join(klass.secret_names)}" if klass.secret_names else ""
+            click.echo(f"  {klass.task_type:<32} v{klass.task_version}  {mode}  {klass.name}{secrets}")
     if not registry.packages:
         click.echo("no connector packages installed")
     sys.exit(1 if failed else 0)

@@ -22,7 +22,11 @@ log = logging.getLogger("flyteconnectors.host")
 class ServerOptions:
     host: str = "[::]"
     port: int = 8000
-    grace: float = 30.0
+    #: Seconds in-flight RPCs get to finish once the server stops accepting new ones.
+    grace: float = 25.0
+    #: Seconds health reports NOT_SERVING while still accepting RPCs, before the port closes. Lets load
+    #: balancers and readiness probes take the replica out first.
+    drain_delay: float = 0.0
     #: PEM bytes; with cert and key the port serves TLS, with a client CA too it requires client certs (mTLS).
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
@@ -44,6 +48,7 @@ class Host:
         self.watchdog = LoopWatchdog()
         self.service_names: list[str] = list(SERVICE_NAMES)
         self._stopped = asyncio.Event()
+        self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         opts = self.options
@@ -75,7 +80,7 @@ class Host:
         self.server = server
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.watchdog.start()
-        log.info("serving %d task types on port %d", len(self.dispatcher.registry.categories()), self.port)
+        log.debug("serving %d task types on port %d", len(self.dispatcher.registry.categories()), self.port)
         return self.port
 
     def _add_optional_wires(self, server: grpc.aio.Server) -> list[str]:
@@ -92,19 +97,43 @@ class Host:
                 await result
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain: report NOT_SERVING, refuse new RPCs, finish in-flight ones within the grace period."""
+        """Drain: report NOT_SERVING, refuse new RPCs, finish in-flight ones within the grace period.
+
+        Calling it again while a drain is running waits for that drain; ``grace=0`` cancels in-flight RPCs now.
+        """
+        if self._stopping is not None:
+            if grace == 0 and self.server is not None:
+                await self.server.stop(0)
+            await asyncio.shield(self._stopping)
+            return
         if self.server is None:
             return
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.server.stop(self.options.grace if grace is None else grace)
+        self._stopping = asyncio.ensure_future(self._drain(self.options.grace if grace is None else grace))
+        await asyncio.shield(self._stopping)
+
+    async def _drain(self, grace: float) -> None:
+        server = self.server
+        assert server is not None
+        log.info("draining: health NOT_SERVING, in-flight calls get %.1fs", grace)
+        result = self.health.enter_graceful_shutdown()
+        if asyncio.iscoroutine(result):
+            await result
+        if self.options.drain_delay > 0:
+            await asyncio.sleep(self.options.drain_delay)
+        await server.stop(grace)
         self.watchdog.stop()
         await self.dispatcher.aclose()
         self.server = None
         self._stopped.set()
+        log.info("drained")
+
+    @property
+    def draining(self) -> bool:
+        return self._stopping is not None
 
     async def wait(self) -> None:
-        if self.server is not None:
-            await self.server.wait_for_termination()
+        """Until the host has drained."""
+        await self._stopped.wait()
 
 
 def enabled_set(values: Iterable[str] | None) -> set[str] | None:

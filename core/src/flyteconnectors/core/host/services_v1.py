@@ -10,7 +10,16 @@ from flyteidl.admin import agent_pb2
 from flyteidl.service import agent_pb2_grpc
 
 from flyteconnectors.core.dispatcher import CallFailed, Dispatcher
-from flyteconnectors.core.errors import ConnectorNotFound, InvalidResourceMeta, InvalidTaskConfig
+from flyteconnectors.core.errors import (
+    ConnectorError,
+    ConnectorNotFound,
+    DeadlineTooShort,
+    InvalidResourceMeta,
+    InvalidTaskConfig,
+    JobNotFound,
+    JobRejected,
+    TransientServiceError,
+)
 from flyteconnectors.core.host import wire_v1
 from flyteconnectors.core.secrets import redact
 
@@ -23,19 +32,36 @@ SERVICE_NAMES = (
 )
 
 
-async def abort_for(context: grpc.aio.ServicerContext, err: BaseException) -> None:
-    """Map an exception to one gRPC status with a one-line message. Never a traceback, never a secret."""
-    if isinstance(err, ConnectorNotFound):
-        code = grpc.StatusCode.NOT_FOUND
-    elif isinstance(err, (InvalidResourceMeta, InvalidTaskConfig)):
-        code = grpc.StatusCode.INVALID_ARGUMENT
-    elif isinstance(err, CallFailed):
+# Which gRPC code a failure gets. Propeller treats every non-OK code alike (wire reference §2.4, §2.6): the code
+# is for humans and dashboards, the one-line message is what users read.
+_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (ConnectorNotFound, grpc.StatusCode.NOT_FOUND),
+    (InvalidResourceMeta, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidTaskConfig, grpc.StatusCode.INVALID_ARGUMENT),
+    (DeadlineTooShort, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (TransientServiceError, grpc.StatusCode.UNAVAILABLE),
+    (JobNotFound, grpc.StatusCode.NOT_FOUND),
+    (JobRejected, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+
+def status_for(err: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC code and one-line message for an exception. Never a traceback, never a secret."""
+    if isinstance(err, CallFailed):
         code = getattr(grpc.StatusCode, err.code, grpc.StatusCode.INTERNAL)
+    elif isinstance(err, ConnectorError):
+        code = next((c for kind, c in _CODES if isinstance(err, kind)), grpc.StatusCode.INTERNAL)
     else:
         log.error("unexpected error", exc_info=err)
         code = grpc.StatusCode.INTERNAL
         err = CallFailed(f"{type(err).__name__}: {err}")
-    await context.abort(code, redact(" ".join(str(err).split()))[:1000])
+    return code, redact(" ".join(str(err).split()))[:1000]
+
+
+async def abort_for(context: grpc.aio.ServicerContext, err: BaseException) -> None:
+    """End the RPC with the status for ``err`` (raises grpc's abort exception)."""
+    code, message = status_for(err)
+    await context.abort(code, message)
 
 
 def _category(request: Any) -> tuple[str, int]:
@@ -107,16 +133,27 @@ class AsyncAgentService(agent_pb2_grpc.AsyncAgentServiceServicer):
             async for line in _prepend(first, lines):
                 batch.append(line)
                 sent += 1
-                if len(batch) >= 100:
-                    yield agent_pb2.GetTaskLogsResponse(body=agent_pb2.GetTaskLogsResponseBody(results=batch))
+                if len(batch) >= _LOG_BATCH:
+                    yield _log_body(batch)
                     batch = []
                 if limit and sent >= limit:
                     break
             if batch:
-                yield agent_pb2.GetTaskLogsResponse(body=agent_pb2.GetTaskLogsResponseBody(results=batch))
+                yield _log_body(batch)
         except Exception as err:
             await abort_for(context, err)
             raise
+
+
+_LOG_BATCH = 100
+
+
+def _log_body(lines: list[str]) -> agent_pb2.GetTaskLogsResponse:
+    # ``results`` is deprecated but is what flytekit-era clients read; ``structured_lines`` is its successor.
+    body = agent_pb2.GetTaskLogsResponseBody(results=lines)
+    if "structured_lines" in agent_pb2.GetTaskLogsResponseBody.DESCRIPTOR.fields_by_name:
+        body.structured_lines.extend(agent_pb2.LogLine(message=line) for line in lines)
+    return agent_pb2.GetTaskLogsResponse(body=body)
 
 
 class SyncAgentService(agent_pb2_grpc.SyncAgentServiceServicer):
@@ -132,6 +169,10 @@ class SyncAgentService(agent_pb2_grpc.SyncAgentServiceServicer):
             if inputs_msg is not None and inputs_msg.HasField("header"):
                 raise InvalidTaskConfig("header", "ExecuteTaskSync got a second header; send the inputs next")
             header = header_msg.header
+            if inputs_msg is None and header.template.interface.inputs.variables:
+                raise InvalidTaskConfig(
+                    "inputs", "the stream ended after the header; the task declares inputs, send them next"
+                )
             req = wire_v1.request_from_template(
                 header.template,
                 inputs_msg.inputs if inputs_msg is not None else None,
@@ -174,7 +215,9 @@ class AgentMetadataService(agent_pb2_grpc.AgentMetadataServiceServicer):
             for category, klass in self.dispatcher.registry.categories():
                 key = (klass.name, klass.is_sync)
                 agent = by_name.setdefault(key, agent_pb2.Agent(name=klass.name, is_sync=klass.is_sync))
-                agent.supported_task_types.append(category.name)
+                # Propeller still reads the deprecated list (wire reference §2.3); list each name once.
+                if category.name not in agent.supported_task_types:
+                    agent.supported_task_types.append(category.name)
                 agent.supported_task_categories.append(
                     agent_pb2.TaskCategory(name=category.name, version=category.version)
                 )
