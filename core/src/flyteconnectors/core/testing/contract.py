@@ -60,7 +60,7 @@ from flyteconnectors.core.dispatcher import DispatcherOptions, RetryPolicy
 from flyteconnectors.core.resource import Phase
 from flyteconnectors.core.testing import builders
 from flyteconnectors.core.testing.fake import FakeService
-from flyteconnectors.core.testing.host import HostThread, PropellerClient
+from flyteconnectors.core.testing.host import Flyte2Client, HostThread, PropellerClient
 
 TERMINAL = {int(p) for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED, Phase.RETRYABLE_FAILED)}
 #: The loop may lag this long once before the suite calls it a stall (GC, first imports).
@@ -68,30 +68,35 @@ STALL_THRESHOLD = 0.25
 _REQUIRED_FIXTURES = ("fake", "connector_settings", "secrets", "task_template")
 
 
-class _Recorder(PropellerClient):
-    """A Propeller-shaped client that keeps everything the host said, for the leak and phase checks."""
+class _Recording:
+    """Keeps everything the host said, for the leak and phase checks."""
 
-    def __init__(self, channel: grpc.Channel, timeout: float = 10.0) -> None:
-        super().__init__(channel, timeout)
-        self.resources: list[Any] = []
-        self.metas: list[bytes] = []
-        self.errors: list[str] = []
+    resources: list[Any]
+    metas: list[bytes]
+    errors: list[str]
+
+    def _start_recording(self) -> None:
+        self.resources, self.metas, self.errors = [], [], []
 
     def create(self, template: Any, inputs: Mapping[str, Any] | None = None, **kw: Any) -> bytes:
-        meta = self._guard(lambda: super(_Recorder, self).create(template, inputs, **kw))
+        parent = super()
+        meta = self._guard(lambda: parent.create(template, inputs, **kw))  # type: ignore[attr-defined]
         self.metas.append(meta)
         return meta  # type: ignore[no-any-return]
 
     def get(self, template: Any, meta: bytes) -> Any:
-        resource = self._guard(lambda: super(_Recorder, self).get(template, meta))
+        parent = super()
+        resource = self._guard(lambda: parent.get(template, meta))  # type: ignore[attr-defined]
         self.resources.append(resource)
         return resource
 
     def delete(self, template: Any, meta: bytes) -> None:
-        self._guard(lambda: super(_Recorder, self).delete(template, meta))
+        parent = super()
+        self._guard(lambda: parent.delete(template, meta))  # type: ignore[attr-defined]
 
     def execute_sync(self, template: Any, inputs: Mapping[str, Any] | None = None, **kw: Any) -> Any:
-        resource = self._guard(lambda: super(_Recorder, self).execute_sync(template, inputs, **kw))
+        parent = super()
+        resource = self._guard(lambda: parent.execute_sync(template, inputs, **kw))  # type: ignore[attr-defined]
         self.resources.append(resource)
         return resource
 
@@ -101,6 +106,18 @@ class _Recorder(PropellerClient):
         except grpc.RpcError as err:
             self.errors.append(f"{err.code()}: {err.details()}")
             raise
+
+
+class _Recorder(_Recording, PropellerClient):
+    def __init__(self, channel: grpc.Channel, timeout: float = 10.0) -> None:
+        super().__init__(channel, timeout)
+        self._start_recording()
+
+
+class _Recorder2(_Recording, Flyte2Client):
+    def __init__(self, channel: grpc.Channel, timeout: float = 10.0, secrets: Mapping[str, str] | None = None):
+        super().__init__(channel, timeout, secrets)
+        self._start_recording()
 
 
 class _Base:
@@ -144,18 +161,31 @@ class _Base:
     def dispatcher_options(self) -> DispatcherOptions:
         return DispatcherOptions(unavailable_grace=600.0, retry=RetryPolicy(attempts=4, base=0.02, cap=0.2))
 
+    @pytest.fixture(params=["v1", "v2"])
+    def wire(self, request: pytest.FixtureRequest) -> str:
+        """Which Flyte wire the case runs over: flyteidl v1 (Propeller) or flyteidl2 (Flyte 2)."""
+        if request.param == "v2":
+            pytest.importorskip("flyteidl2", reason="flyteidl2 is not installed (core's flyte2 extra)")
+        return str(request.param)
+
     @pytest.fixture
     def host(self, fake: FakeService, connector_settings: Mapping[str, Any], secrets: Mapping[str, str],
-             dispatcher_options: DispatcherOptions) -> Iterator[HostThread]:
+             dispatcher_options: DispatcherOptions, wire: str) -> Iterator[HostThread]:
         package = self.connector.package or "contract"
-        with HostThread([self.connector], settings={package: dict(connector_settings)}, secrets=dict(secrets),
+        # Flyte 2 sends secrets on every call (in a Connection), so that host gets none of its own.
+        host_secrets = dict(secrets) if wire == "v1" else {}
+        with HostThread([self.connector], settings={package: dict(connector_settings)}, secrets=host_secrets,
                         options=dispatcher_options, package=package) as host:
             yield host
 
     @pytest.fixture
-    def client(self, host: HostThread, canary: str, logs: pytest.LogCaptureFixture) -> Iterator[_Recorder]:
+    def client(self, host: HostThread, canary: str, logs: pytest.LogCaptureFixture, wire: str,
+               secrets: Mapping[str, str]) -> Iterator[_Recording]:
         """A Propeller-shaped client; afterwards, checks what every case must hold (no UNDEFINED, no leak)."""
-        recorder = _Recorder(host.channel, self.rpc_timeout)  # type: ignore[arg-type]
+        if wire == "v2":
+            recorder: Any = _Recorder2(host.channel, self.rpc_timeout, secrets)  # type: ignore[arg-type]
+        else:
+            recorder = _Recorder(host.channel, self.rpc_timeout)  # type: ignore[arg-type]
         yield recorder
         for resource in recorder.resources:
             assert resource.phase != 0, "the host answered phase UNDEFINED (Propeller reads it as a retryable failure)"
@@ -180,7 +210,7 @@ class _Base:
                             "with @pytest.fixture, so pytest would silently ignore it")
 
     @staticmethod
-    def _assert_no_canary(canary: str, client: _Recorder, logs: pytest.LogCaptureFixture) -> None:
+    def _assert_no_canary(canary: str, client: _Recording, logs: pytest.LogCaptureFixture) -> None:
         places: list[tuple[str, str]] = []
         for resource in client.resources:
             places.append(("message", resource.message))
@@ -235,12 +265,12 @@ class AsyncContract(_Base):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ helpers
-    def _run(self, client: _Recorder, template: Any) -> tuple[Any, list[Any]]:
+    def _run(self, client: _Recording, template: Any) -> tuple[Any, list[Any]]:
         meta = client.create(template, self.task_inputs)
         return client.poll(template, meta, interval=0.01, limit=30)
 
     # ------------------------------------------------------------------ the cases
-    def test_happy_path_succeeds(self, client: _Recorder, fake: FakeService, task_template: Any) -> None:
+    def test_happy_path_succeeds(self, client: _Recording, fake: FakeService, task_template: Any) -> None:
         fake.script_next_job(*self.success_steps)
         final, _seen = self._run(client, task_template)
         assert final.phase == Phase.SUCCEEDED, f"expected SUCCEEDED, got {Phase(final.phase).name}: {final.message}"
@@ -249,7 +279,7 @@ class AsyncContract(_Base):
         if self.supports_outputs and declared:
             assert set(final.outputs.literals) == declared, "the outputs must match the interface"
 
-    def test_log_links_on_first_response_of_each_phase(self, client: _Recorder, fake: FakeService,
+    def test_log_links_on_first_response_of_each_phase(self, client: _Recording, fake: FakeService,
                                                        task_template: Any) -> None:
         fake.script_next_job(*self.success_steps)
         _, seen = self._run(client, task_template)
@@ -262,14 +292,14 @@ class AsyncContract(_Base):
             missing = [Phase(p).name for p, uris in links.items() if not uris]
             assert not missing, f"log links are missing on the first response of {missing}"
 
-    def test_failure_before_first_poll(self, client: _Recorder, fake: FakeService, task_template: Any) -> None:
+    def test_failure_before_first_poll(self, client: _Recording, fake: FakeService, task_template: Any) -> None:
         fake.script_next_job(*self.early_failure_steps("the table does not exist"))
         meta = client.create(task_template, self.task_inputs)
         first = client.get(task_template, meta)
         assert first.phase == Phase.FAILED, f"expected FAILED at the first poll, got {Phase(first.phase).name}"
         self.assert_message_mentions(first.message, "the table does not exist")
 
-    def test_failure_during_polling_surfaces_message(self, client: _Recorder, fake: FakeService,
+    def test_failure_during_polling_surfaces_message(self, client: _Recording, fake: FakeService,
                                                      task_template: Any) -> None:
         fake.script_next_job(*self.failure_steps("out of memory on executor 3"))
         final, seen = self._run(client, task_template)
@@ -277,7 +307,7 @@ class AsyncContract(_Base):
         assert any(r.phase not in TERMINAL for r in seen), "the job should have been seen running first"
         self.assert_message_mentions(final.message, "out of memory on executor 3")
 
-    def test_every_scripted_state_reaches_its_phase(self, client: _Recorder, fake: FakeService,
+    def test_every_scripted_state_reaches_its_phase(self, client: _Recording, fake: FakeService,
                                                     task_template: Any) -> None:
         if not self.state_cases:
             pytest.skip("the connector declares no state_cases")
@@ -290,7 +320,7 @@ class AsyncContract(_Base):
                 wrong.append(f"{steps!r}: expected {expected.name}, got {Phase(got.phase).name} ({got.message})")
         assert not wrong, "states mapped to the wrong phase:\n" + "\n".join(wrong)
 
-    def test_unknown_state_is_not_fatal(self, client: _Recorder, fake: FakeService, task_template: Any) -> None:
+    def test_unknown_state_is_not_fatal(self, client: _Recording, fake: FakeService, task_template: Any) -> None:
         fake.script_next_job(*self.unknown_steps)
         meta = client.create(task_template, self.task_inputs)
         first = client.get(task_template, meta)
@@ -299,7 +329,7 @@ class AsyncContract(_Base):
         final, _ = client.poll(task_template, meta, interval=0.01)
         assert final.phase == Phase.SUCCEEDED
 
-    def test_delete_while_running_stops_the_remote_job(self, client: _Recorder, fake: FakeService,
+    def test_delete_while_running_stops_the_remote_job(self, client: _Recording, fake: FakeService,
                                                        task_template: Any) -> None:
         if not self.supports_cancel:
             pytest.skip("the service cannot cancel jobs (supports_cancel = False)")
@@ -309,7 +339,7 @@ class AsyncContract(_Base):
         client.delete(task_template, meta)
         assert self.cancelled_jobs(fake) == 1, "the remote job must receive a cancel request"
 
-    def test_delete_twice_and_after_finish_are_ok(self, client: _Recorder, fake: FakeService,
+    def test_delete_twice_and_after_finish_are_ok(self, client: _Recording, fake: FakeService,
                                                   task_template: Any) -> None:
         if not self.supports_cancel:
             pytest.skip("the service cannot cancel jobs (supports_cancel = False)")
@@ -322,7 +352,7 @@ class AsyncContract(_Base):
         client.poll(task_template, done, interval=0.01)
         client.delete(task_template, done)
 
-    def test_lost_create_response_creates_one_job(self, client: _Recorder, fake: FakeService,
+    def test_lost_create_response_creates_one_job(self, client: _Recording, fake: FakeService,
                                                   task_template: Any) -> None:
         fake.script_next_job(*self.success_steps)
         fake.inject_fault(503, path=self.create_path, method=self.create_method, after=True, count=1)
@@ -334,14 +364,14 @@ class AsyncContract(_Base):
         assert final.phase == Phase.SUCCEEDED
         assert client.get(task_template, again).phase == Phase.SUCCEEDED
 
-    def test_new_attempt_creates_a_new_job(self, client: _Recorder, fake: FakeService, task_template: Any) -> None:
+    def test_new_attempt_creates_a_new_job(self, client: _Recording, fake: FakeService, task_template: Any) -> None:
         fake.script_next_job(*self.success_steps)
         fake.script_next_job(*self.success_steps)
         client.create(task_template, self.task_inputs, ident=builders.identity(retry_attempt=0))
         client.create(task_template, self.task_inputs, ident=builders.identity(retry_attempt=1))
         assert self.remote_jobs(fake) == 2, "each retry attempt is its own remote job"
 
-    def test_transient_errors_on_get_are_retried(self, client: _Recorder, fake: FakeService,
+    def test_transient_errors_on_get_are_retried(self, client: _Recording, fake: FakeService,
                                                  task_template: Any) -> None:
         fake.script_next_job(*self.success_steps)
         meta = client.create(task_template, self.task_inputs)
@@ -358,7 +388,7 @@ class AsyncContract(_Base):
         return dispatcher_options
 
     def test_permanently_unavailable_service_ends_retryable(self, short_grace: DispatcherOptions,
-                                                            client: _Recorder, fake: FakeService,
+                                                            client: _Recording, fake: FakeService,
                                                             task_template: Any) -> None:
         fake.script_next_job(*self.running_steps)
         meta = client.create(task_template, self.task_inputs)
@@ -377,7 +407,7 @@ class AsyncContract(_Base):
         assert not client.errors, f"unavailability surfaced as gRPC errors: {client.errors}"
 
     def test_invalid_config_fails_permanently_naming_the_field(
-        self, client: _Recorder, fake: FakeService, task_template: Any, invalid_config: tuple[dict[str, Any], str]
+        self, client: _Recording, fake: FakeService, task_template: Any, invalid_config: tuple[dict[str, Any], str]
     ) -> None:
         custom, field = invalid_config
         bad = type(task_template)()
@@ -391,7 +421,7 @@ class AsyncContract(_Base):
         assert self.remote_jobs(fake) == 0, "no remote job may start for an invalid config"
         client.delete(bad, meta)  # nothing started: still fine
 
-    def test_malformed_resource_meta_gives_a_clear_error(self, client: _Recorder, task_template: Any) -> None:
+    def test_malformed_resource_meta_gives_a_clear_error(self, client: _Recording, task_template: Any) -> None:
         for junk in (b"\x80\x04\x95 not a pickle we would ever load", b"{not json", b'{"v": 99}'):
             answer = client.get(task_template, junk)
             assert answer.phase == Phase.FAILED
@@ -401,7 +431,7 @@ class AsyncContract(_Base):
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "Traceback" not in (err.value.details() or "")
 
-    def test_resource_meta_is_small_json_without_secrets(self, client: _Recorder, fake: FakeService,
+    def test_resource_meta_is_small_json_without_secrets(self, client: _Recording, fake: FakeService,
                                                          task_template: Any, canary: str) -> None:
         fake.script_next_job(*self.success_steps)
         meta = client.create(task_template, self.task_inputs)
@@ -409,16 +439,18 @@ class AsyncContract(_Base):
         assert canary not in meta.decode()
         assert isinstance(json.loads(meta), dict)
 
-    def test_no_event_loop_stall(self, host: HostThread, client: _Recorder, fake: FakeService,
+    def test_no_event_loop_stall(self, host: HostThread, client: _Recording, fake: FakeService,
                                  task_template: Any) -> None:
         fake.script_next_job(*self.success_steps)
         self._run(client, task_template)
         lag = host.host.watchdog.max_lag
         assert lag < STALL_THRESHOLD, f"a call blocked the event loop for {lag * 1000:.0f} ms"
 
-    def test_logs_stream(self, client: _Recorder, fake: FakeService, task_template: Any) -> None:
+    def test_logs_stream(self, client: _Recording, fake: FakeService, task_template: Any) -> None:
         if not self.supports_logs:
             pytest.skip("the connector does not stream logs (supports_logs = False)")
+        if not isinstance(client, _Recorder):
+            pytest.skip("log streaming is checked on the v1 wire")
         fake.script_next_job(*self.success_steps)
         meta = client.create(task_template, self.task_inputs)
         from flyteidl.admin import agent_pb2
@@ -432,7 +464,11 @@ class AsyncContract(_Base):
 
 
 class SyncContract(_Base):
-    """The cases for a :class:`~flyteconnectors.core.SyncConnector`."""
+    """The cases for a :class:`~flyteconnectors.core.SyncConnector` (v1 wire only: Flyte 2 has no sync service)."""
+
+    @pytest.fixture(params=["v1"])
+    def wire(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
 
     #: Regex of the request path the connector calls, for fault injection.
     request_path: ClassVar[str]
@@ -441,7 +477,7 @@ class SyncContract(_Base):
         """Make the service refuse the next request with ``message`` (default: HTTP 400 with that message)."""
         fake.inject_fault(400, path=self.request_path, body={"error": {"message": message}, "message": message})
 
-    def test_returns_terminal_success_inside_the_deadline(self, client: _Recorder, task_template: Any) -> None:
+    def test_returns_terminal_success_inside_the_deadline(self, client: _Recording, task_template: Any) -> None:
         started = time.monotonic()
         resource = client.execute_sync(task_template, self.task_inputs)
         assert resource.phase == Phase.SUCCEEDED, f"got {Phase(resource.phase).name}: {resource.message}"
@@ -450,19 +486,19 @@ class SyncContract(_Base):
         if self.supports_outputs and declared:
             assert set(resource.outputs.literals) == declared
 
-    def test_service_refusal_is_a_failed_phase_with_its_message(self, client: _Recorder, fake: FakeService,
+    def test_service_refusal_is_a_failed_phase_with_its_message(self, client: _Recording, fake: FakeService,
                                                                  task_template: Any) -> None:
         self.failure_setup(fake, "model gpt-nothing does not exist")
         resource = client.execute_sync(task_template, self.task_inputs)
         assert resource.phase == Phase.FAILED
         self.assert_message_mentions(resource.message, "gpt-nothing")
 
-    def test_transient_errors_are_retried(self, client: _Recorder, fake: FakeService, task_template: Any) -> None:
+    def test_transient_errors_are_retried(self, client: _Recording, fake: FakeService, task_template: Any) -> None:
         fake.inject_fault(503, path=self.request_path, count=1)
         resource = client.execute_sync(task_template, self.task_inputs)
         assert resource.phase == Phase.SUCCEEDED
 
-    def test_unavailable_service_answers_terminal_before_the_deadline(self, client: _Recorder, fake: FakeService,
+    def test_unavailable_service_answers_terminal_before_the_deadline(self, client: _Recording, fake: FakeService,
                                                                       task_template: Any) -> None:
         fake.inject_fault(None, path=self.request_path, count=None, hang=30)
         client.timeout = 3.0
@@ -472,7 +508,7 @@ class SyncContract(_Base):
         assert time.monotonic() - started < 3.0
         assert resource.message
 
-    def test_invalid_config_fails_naming_the_field(self, client: _Recorder, task_template: Any,
+    def test_invalid_config_fails_naming_the_field(self, client: _Recording, task_template: Any,
                                                    invalid_config: tuple[dict[str, Any], str]) -> None:
         custom, field = invalid_config
         bad = type(task_template)()
@@ -483,7 +519,7 @@ class SyncContract(_Base):
         assert resource.phase == Phase.FAILED
         assert field in resource.message
 
-    def test_no_event_loop_stall(self, host: HostThread, client: _Recorder, task_template: Any) -> None:
+    def test_no_event_loop_stall(self, host: HostThread, client: _Recording, task_template: Any) -> None:
         client.execute_sync(task_template, self.task_inputs)
         lag = host.host.watchdog.max_lag
         assert lag < STALL_THRESHOLD, f"a call blocked the event loop for {lag * 1000:.0f} ms"

@@ -147,3 +147,78 @@ class PropellerClient:
 
     def list_agents(self) -> list[agent_pb2.Agent]:
         return list(self.metadata_stub.ListAgents(agent_pb2.ListAgentsRequest(), timeout=self.timeout).agents)
+
+
+class Flyte2Client(PropellerClient):
+    """Drives a job the way Flyte 2's executor does (flyteidl2.connector), returning v1-shaped Resources.
+
+    Inputs go as named literals in a shuffled order, and ``secrets`` travel in a ``Connection`` on every
+    call, as Flyte 2 sends them.
+    """
+
+    def __init__(self, channel: grpc.Channel, timeout: float = 10.0, secrets: Mapping[str, str] | None = None):
+        super().__init__(channel, timeout)
+        from flyteidl2.connector import service_pb2_grpc
+
+        self.v2_stub = service_pb2_grpc.AsyncConnectorServiceStub(channel)
+        self.v2_metadata = service_pb2_grpc.ConnectorMetadataServiceStub(channel)
+        self.secrets = dict(secrets or {})
+
+    def _connection(self, template: Any) -> Any:
+        from flyteidl2.core import security_pb2
+
+        return security_pb2.Connection(task_type=template.type, secrets=self.secrets)
+
+    @staticmethod
+    def _category(template: Any) -> Any:
+        from flyteidl2.connector import connector_pb2
+
+        return connector_pb2.TaskCategory(name=template.type, version=template.task_type_version)
+
+    def create(self, template: Any, inputs: Mapping[str, Any] | None = None, **kw: Any) -> bytes:
+        import random
+
+        from flyteidl2.connector import connector_pb2
+        from flyteidl2.core import literals_pb2, tasks_pb2
+        from flyteidl2.task import common_pb2
+
+        v1 = builders.create_request(template, inputs, **kw)
+        named = [common_pb2.NamedLiteral(name=n, value=literals_pb2.Literal.FromString(lit.SerializeToString()))
+                 for n, lit in v1.inputs.literals.items()]
+        random.shuffle(named)
+        request = connector_pb2.CreateTaskRequest(
+            inputs=common_pb2.Inputs(literals=named),
+            template=tasks_pb2.TaskTemplate.FromString(template.SerializeToString()),
+            output_prefix=v1.output_prefix,
+            task_execution_metadata=connector_pb2.TaskExecutionMetadata.FromString(
+                v1.task_execution_metadata.SerializeToString()),
+            connection=self._connection(template),
+        )
+        return self.v2_stub.CreateTask(request, timeout=self.timeout).resource_meta  # type: ignore[no-any-return]
+
+    def get(self, template: Any, meta: bytes) -> agent_pb2.Resource:
+        from flyteidl2.connector import connector_pb2
+
+        answer = self.v2_stub.GetTask(
+            connector_pb2.GetTaskRequest(resource_meta=meta, task_category=self._category(template),
+                                         output_prefix="s3://bucket/metadata/n0/0",
+                                         connection=self._connection(template)),
+            timeout=self.timeout,
+        )
+        # flyteidl2's Resource is wire-compatible with v1's (Outputs' named literals encode like a map).
+        return agent_pb2.Resource.FromString(answer.resource.SerializeToString())
+
+    def delete(self, template: Any, meta: bytes) -> None:
+        from flyteidl2.connector import connector_pb2
+
+        self.v2_stub.DeleteTask(
+            connector_pb2.DeleteTaskRequest(resource_meta=meta, task_category=self._category(template),
+                                            connection=self._connection(template)),
+            timeout=self.timeout,
+        )
+
+    def list_connectors(self) -> list[Any]:
+        from flyteidl2.connector import connector_pb2
+
+        return list(self.v2_metadata.ListConnectors(connector_pb2.ListConnectorsRequest(), timeout=self.timeout)
+                    .connectors)
