@@ -1,0 +1,1 @@
+"""Repository tooling: package discovery, structure rules, releases, CI selection. Standard library only."""
