@@ -8,7 +8,7 @@ import uuid
 
 from test_contract_example import TestExampleJob as _ExampleContract
 
-from flyteconnectors.core import CallContext, Phase, Resource
+from flyteconnectors.core import Phase, Resource
 from flyteconnectors.core.testing.example import STATES, ExampleJob, ExampleMeta
 
 

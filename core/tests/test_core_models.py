@@ -146,5 +146,5 @@ def test_files_and_datasets_are_uris():
 
 
 def test_a_wrong_output_type_names_the_output():
-    with pytest.raises(LiteralConversionError, match="outputs.count"):
+    with pytest.raises(LiteralConversionError, match=r"outputs\.count"):
         to_literal("many", builders.literal_type(int), "count")

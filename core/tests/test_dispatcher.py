@@ -12,7 +12,6 @@ import pytest
 from flyteconnectors.core import (
     AsyncConnector,
     CallContext,
-    InvalidTaskConfig,
     JobMeta,
     JobNotFound,
     Phase,
