@@ -169,3 +169,63 @@ def fake(name: str, port: int, port_file: str | None) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         done.wait()
     service.stop()
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Leave the host and fakes running and print how to use them.")
+@click.option("--only", multiple=True, help="Run only these connector packages (repeatable).")
+@click.option("--no-local", is_flag=True, help="Skip the local `pyflyte run` path.")
+@click.option("--example/--no-example", default=None,
+              help="Include the core's example connector (default: only when no connector package is installed).")
+def sandbox(keep: bool, only: tuple[str, ...], no_local: bool, example: bool | None) -> None:
+    """Run every installed connector against its local fake, locally and through the host."""
+    import time
+
+    from rich.console import Console
+
+    from flyteconnectors.core.sandbox import Sandbox, discover_specs, example_spec, render
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    say = console.print
+    started = time.monotonic()
+    specs, problems = discover_specs(only or None)
+    for problem in problems:
+        say(f"[red]{problem}[/red]")
+    modules = ""
+    if example or (example is None and not specs):
+        specs.insert(0, example_spec())
+        modules = "example=flyteconnectors.core.testing.example"
+    if not specs:
+        raise click.ClickException("no connector package with a sandbox spec is installed")
+    say(f"sandbox: {len(specs)} connector package(s): {', '.join(s.package for s in specs)}")
+    box = Sandbox(specs, say=say, local=not no_local, modules=modules)
+    try:
+        box.start()
+        say("running each connector's jobs through the host, as FlytePropeller would")
+        box.run_host_cases()
+        if not no_local:
+            box.run_local_examples()
+        render(box.outcomes, console)
+        failed = [o for o in box.outcomes if not o.ok] or problems
+        elapsed = time.monotonic() - started
+        if failed:
+            say(f"[red]{len(failed)} of {len(box.outcomes)} checks did not go as expected[/red] ({elapsed:.0f}s)")
+        else:
+            say(f"[green]all {len(box.outcomes)} checks passed[/green] in {elapsed:.0f}s")
+        if keep:
+            say(f"\nThe host is serving on 127.0.0.1:{box.port}. Point FlytePropeller at it with:\n"
+                "  connector-service:\n    defaultConnector:\n"
+                f"      endpoint: dns:///127.0.0.1:{box.port}\n      insecure: true\n"
+                "or run workflows locally with these environment variables:")
+            for key, value in sorted(box.env.items()):
+                if key.startswith("FLYTECONNECTORS_"):
+                    say(f"  export {key}={value}")
+            say("Press Ctrl-C to stop.")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+    finally:
+        box.stop()
+    sys.exit(1 if failed else 0)

@@ -1,0 +1,3 @@
+from flyteconnectors.core.cli import main
+
+main()
