@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
-
 from flyteconnectors.core import (
     CallContext,
     ConnectorError,
     InvalidTaskConfig,
-    JobNotFound,
     JobRejected,
     TransientServiceError,
     fingerprint,
@@ -186,8 +184,11 @@ def read_uri(uri: str) -> bytes:
     local = _local_path(uri)
     if local is not None:
         return local.read_bytes()
-    fsspec = _fsspec(uri)
-    with fsspec.open(uri, "rb") as fh:
+    try:
+        fs, path = _fsspec(uri).core.url_to_fs(uri)
+    except (ImportError, ValueError) as err:
+        raise InvalidTaskConfig("inputs", f"the connector host cannot read {uri}: {err}") from None
+    with fs.open(path, "rb") as fh:
         return fh.read()  # type: ignore[no-any-return]
 
 
@@ -198,7 +199,10 @@ def publish(source: str, uri: str) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, local)
         return
-    fs, path = _fsspec(uri).core.url_to_fs(uri)
+    try:
+        fs, path = _fsspec(uri).core.url_to_fs(uri)
+    except (ImportError, ValueError) as err:
+        raise InvalidTaskConfig("output_prefix", f"the connector host cannot write to {uri}: {err}") from None
     fs.put_file(source, path)
     os.unlink(source)
 
@@ -249,7 +253,7 @@ async def write_empty(uri: str) -> None:
 
 
 def summarize_errors(uri: str, limit: int = 3) -> str:
-    """'invalid_value ×2, batch_expired ×1; first: prompt-3: Invalid value...' from an error file."""
+    """'invalid_value (2), batch_expired (1); first: prompt-3: Invalid value...' from an error file."""
     counts: dict[str, int] = {}
     examples: list[str] = []
     for raw in read_uri(uri).decode("utf-8", "replace").splitlines():
@@ -269,7 +273,7 @@ def summarize_errors(uri: str, limit: int = 3) -> str:
             examples.append(f"{line.get('custom_id')}: {error.get('message') or code}")
     if not counts:
         return ""
-    kinds = ", ".join(f"{code} ×{n}" for code, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    kinds = ", ".join(f"{code} ({n})" for code, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     return f"{kinds}; e.g. " + " | ".join(examples)
 
 

@@ -291,7 +291,6 @@ class OpenAIBatch(AsyncConnector[BatchConfig, BatchMeta]):
 
     async def delete(self, job: BatchMeta, ctx: CallContext) -> None:
         import openai
-
         from flyteconnectors.openai import _service as svc
 
         client = self._client(job, ctx)
