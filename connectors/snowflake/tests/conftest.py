@@ -39,13 +39,15 @@ def fake(private_key: rsa.RSAPrivateKey) -> Iterator[SnowflakeFake]:
 
 
 def settings_for(fake: SnowflakeFake, **extra: Any) -> dict[str, Any]:
-    return {"host": "127.0.0.1", "port": fake.port, "protocol": "http", "retry_max_attempts": 2,
+    return {"host": "127.0.0.1", "port": fake.port, "protocol": "http", "retry_max_attempts": 2, "retry_backoff_base_ms": 10,
             "login_timeout": 5, "request_timeout": 5, **extra}
 
 
 def start_host(fake: SnowflakeFake, secrets: dict[str, str], **settings: Any) -> HostThread:
+    # The registry stamps the package name on the class; whichever test registered it first chose it.
+    package = SnowflakeQuery.package or "snowflake"
     return HostThread(
-        [SnowflakeQuery], package="snowflake", settings={"snowflake": settings_for(fake, **settings)},
+        [SnowflakeQuery], package=package, settings={package: settings_for(fake, **settings)},
         secrets=secrets, options=DispatcherOptions(retry=RetryPolicy(attempts=3, base=0.01, cap=0.05)),
     )
 

@@ -94,6 +94,7 @@ class SnowflakeSettings(ConnectorSettings):
     request_timeout: int = 30
     #: HTTP attempts per driver call (the driver retries 429/5xx and lost responses with the same requestId).
     retry_max_attempts: int = 3
+    retry_backoff_base_ms: int = 250
     #: How long Snowflake may answer NO_DATA for a submitted query before the task fails as not found. The
     #: driver treats NO_DATA as "still running" forever; right after submission it is briefly normal.
     not_found_grace: float = 300.0
@@ -252,7 +253,7 @@ class SnowflakeQuery(AsyncConnector[SnowflakeQueryConfig, SnowflakeQueryMeta]):
     @contextlib.contextmanager
     def _session(self, target: _Target, secrets: Secrets) -> Iterator[SnowflakeConnection]:
         """The pooled connection for ``target``, with driver errors mapped to the core's errors."""
-        from snowflake.connector import Error, InterfaceError, OperationalError, ProgrammingError
+        from snowflake.connector import Error, OperationalError, ProgrammingError
 
         credentials = _credentials(target, secrets)
         key = (self.settings.host, self.settings.port, self.settings.protocol, target,
@@ -263,18 +264,17 @@ class SnowflakeQuery(AsyncConnector[SnowflakeQueryConfig, SnowflakeQueryMeta]):
             conn = self.clients.get(key, lambda: self._connect(target, credentials))
         try:
             yield conn
-        except (OperationalError, InterfaceError) as err:
-            # Network, timeouts, 429/5xx after the driver's own retries, or a session that died: reconnect on the
-            # next try.
-            self.clients.discard(key)
+        except OperationalError as err:
+            # Network, timeouts, 429/5xx after the driver's own retries: the session is fine, try again later.
             raise TransientServiceError(f"Snowflake did not answer: {_describe(err)}") from None
         except ProgrammingError as err:
             if err.parameter:
                 raise InvalidTaskConfig(err.parameter, _describe(err)) from None
             raise JobRejected(f"Snowflake refused the query: {_describe(err)}", code=str(err.errno)) from None
         except Error as err:
+            # A closed connection or a session Snowflake no longer knows (tokens expired): log in again next time.
             self.clients.discard(key)
-            raise TransientServiceError(f"Snowflake error: {_describe(err)}") from None
+            raise TransientServiceError(f"Snowflake session lost, reconnecting: {_describe(err)}") from None
 
     def _connect(self, target: _Target, credentials: dict[str, str]) -> SnowflakeConnection:
         import snowflake.connector
@@ -292,7 +292,8 @@ class SnowflakeQuery(AsyncConnector[SnowflakeQueryConfig, SnowflakeQueryMeta]):
                 database=target.database, schema=target.schema, **endpoint, **_auth_kwargs(target, credentials),
                 paramstyle="qmark",  # server-side binding; the default (pyformat) formats values into the SQL
                 login_timeout=s.login_timeout, request_timeout=s.request_timeout,
-                retry_max_attempts=s.retry_max_attempts, client_session_keep_alive=True,
+                retry_max_attempts=s.retry_max_attempts, retry_backoff_base_ms=s.retry_backoff_base_ms,
+                client_session_keep_alive=True,
                 # On close (host drain) keep the session alive while our async queries still run in it.
                 enable_server_session_keep_alive_auto_detection=True,
             )

@@ -98,6 +98,7 @@ class Query:
     submitted_at: float = field(default_factory=time.time)
     status: str = "RUNNING"
     status_reads: int = 0
+    cancel_requests: int = 0
 
     @property
     def query_tag(self) -> str:
@@ -122,6 +123,8 @@ class SnowflakeFake(FakeService):
         self.sessions: dict[str, Session] = {}
         self.queries: dict[str, Query] = {}
         self._by_request_id: dict[str, dict[str, Any]] = {}
+        self._lose: list[tuple[re.Pattern[str], int]] = []
+        self._lost_request_ids: dict[str, int] = {}
         self._db_lock = threading.Lock()
         self.db = sqlite3.connect(":memory:", check_same_thread=False)
 
@@ -131,9 +134,19 @@ class SnowflakeFake(FakeService):
         self.sessions.clear()
         self.queries.clear()
         self._by_request_id.clear()
+        self._lose.clear()
+        self._lost_request_ids.clear()
         with self._db_lock:
             self.db.close()
             self.db = sqlite3.connect(":memory:", check_same_thread=False)
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> SnowflakeFake:
+        super().serve(host, port)
+        # The toolkit's handler writes headers and body in two sends; with Nagle's algorithm and the client's
+        # delayed ACK every request then waits ~40 ms. The driver makes several requests per call.
+        assert self._server is not None
+        self._server.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
+        return self
 
     # ================================================================== test API
     def add_user(
@@ -165,6 +178,25 @@ class SnowflakeFake(FakeService):
         """Answer statements matching ``pattern`` with these rows, this error, or this status script."""
         with self.lock:
             self.rules.append(Rule(re.compile(pattern, re.IGNORECASE | re.DOTALL), columns, rows, error, script))
+
+    def lose_answers(self, sql: str, *, status: int = 503, count: int = 1) -> None:
+        """Run the next ``count`` statements matching ``sql``, then answer ``status`` instead of the result.
+
+        The answer stays lost for the driver's retries of the same request (same ``requestId``), as when a load
+        balancer keeps timing out: the statement ran once, and the client never learns its query id.
+        """
+        with self.lock:
+            self._lose.extend([(re.compile(sql, re.IGNORECASE | re.DOTALL), status)] * count)
+
+    def expire_sessions(self) -> None:
+        """Forget every session, as Snowflake does when session and master tokens expire."""
+        with self.lock:
+            self.sessions.clear()
+
+    def cancelled(self) -> list[Query]:
+        """Queries that received a cancel request (SYSTEM$CANCEL_QUERY or abort-request)."""
+        with self.lock:
+            return [q for q in self.queries.values() if q.cancel_requests]
 
     def submissions(self, sql: str | None = None, *, is_async: bool | None = True) -> list[Query]:
         """Statements that ran (top-level, deduplicated by requestId), optionally filtered by a SQL regex."""
@@ -199,6 +231,12 @@ class SnowflakeFake(FakeService):
     def _fail(code: str, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"success": False, "code": code, "message": message,
                 "data": {"errorCode": code, "internalError": False, **(data or {})}}
+
+    @staticmethod
+    def _expired() -> dict[str, Any]:
+        # Snowflake's answer to an unknown or expired session token: HTTP 200, data null.
+        return {"success": False, "code": SESSION_EXPIRED, "message": "Your session has expired. Please login again.",
+                "data": None, "headers": None}
 
     def _session(self, request: FakeRequest) -> Session | None:
         header = request.header("authorization", "") or ""
@@ -261,7 +299,7 @@ class SnowflakeFake(FakeService):
         with self.lock:
             session = self.sessions.pop(old, None)
             if session is None:
-                return self._fail(SESSION_EXPIRED, "Your session has expired. Please login again.")
+                return self._expired()
             session.token = f"ST-{uuid.uuid4().hex}"
             self.sessions[session.token] = session
         return self._ok({"sessionToken": session.token, "validityInSecondsST": 3600,
@@ -270,7 +308,7 @@ class SnowflakeFake(FakeService):
     @route("POST", r"/session/heartbeat")
     def heartbeat(self, request: FakeRequest) -> Any:
         if self._session(request) is None:
-            return self._fail(SESSION_EXPIRED, "Your session has expired. Please login again.")
+            return self._expired()
         return self._ok({})
 
     @route("POST", r"/session")
@@ -290,16 +328,22 @@ class SnowflakeFake(FakeService):
     def query_request(self, request: FakeRequest) -> Any:
         session = self._session(request)
         if session is None:
-            return self._fail(SESSION_EXPIRED, "Your session has expired. Please login again.")
+            return self._expired()
         body = self._body(request)
         request_id = request.query.get("requestId") or uuid.uuid4().hex
         with self.lock:
             # Snowflake runs a statement once per requestId: a retry of a lost request gets the first answer.
-            seen = self._by_request_id.get(request_id)
-            if seen is not None:
-                return seen
-            answer = self._submit(session, body, request_id)
-            self._by_request_id[request_id] = answer
+            answer = self._by_request_id.get(request_id)
+            if answer is None:
+                answer = self._submit(session, body, request_id)
+                self._by_request_id[request_id] = answer
+                sql = str(body.get("sqlText") or "")
+                lose = next((i for i, (pattern, _) in enumerate(self._lose) if pattern.search(sql)), None)
+                if lose is not None:
+                    self._lost_request_ids[request_id] = self._lose.pop(lose)[1]
+            if request_id in self._lost_request_ids:
+                status = self._lost_request_ids[request_id]
+                return FakeResponse(status, {"error": "the answer was lost on the way back"})
             return answer
 
     def _submit(self, session: Session, body: dict[str, Any], request_id: str) -> dict[str, Any]:
@@ -402,6 +446,8 @@ class SnowflakeFake(FakeService):
 
     def _cancel(self, query_id: str) -> str:
         target = self.queries.get(query_id)
+        if target is not None:
+            target.cancel_requests += 1
         if target is None or target.status in TERMINAL_STATUSES:
             return "Identified SQL statement is not currently executing."
         target.script.jump_to_end({"status": "ABORTED", "errorCode": CANCELED,
@@ -431,7 +477,7 @@ class SnowflakeFake(FakeService):
     @route("GET", r"/monitoring/queries/+(?P<qid>[^/]+)")
     def monitoring(self, request: FakeRequest, qid: str) -> Any:
         if self._session(request) is None:
-            return self._fail(SESSION_EXPIRED, "Your session has expired. Please login again.")
+            return self._expired()
         with self.lock:
             query = self.queries.get(qid)
             if query is None:
@@ -457,7 +503,7 @@ class SnowflakeFake(FakeService):
     @route("GET", r"/queries/(?P<qid>[^/]+)/result")
     def result(self, request: FakeRequest, qid: str) -> Any:
         if self._session(request) is None:
-            return self._fail(SESSION_EXPIRED, "Your session has expired. Please login again.")
+            return self._expired()
         with self.lock:
             query = self.queries.get(qid)
             if query is None:
@@ -470,7 +516,7 @@ class SnowflakeFake(FakeService):
     @route("POST", r"/queries/(?P<qid>[^/]+)/abort-request")
     def abort(self, request: FakeRequest, qid: str) -> Any:
         if self._session(request) is None:
-            return self._fail(SESSION_EXPIRED, "Your session has expired. Please login again.")
+            return self._expired()
         with self.lock:
             self._cancel(qid)
         return self._ok(None)
