@@ -8,8 +8,11 @@ use, not here, so the host starts fast.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
+import sys
 import time
+from types import ModuleType
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -31,6 +34,7 @@ from flyteconnectors.core import (
 )
 
 SECRETS = ("openai_api_key", "openai_organization", "openai_project")
+_SERVICE = "flyteconnectors.openai._service"
 OPENAI_API = "https://api.openai.com/v1"
 #: Metadata key that tags a batch with the attempt that created it, so a retried create adopts it.
 IDEMPOTENCY_TAG = "flyte_idempotency_key"
@@ -50,6 +54,8 @@ class OpenAISettings(ConnectorSettings):
     request_timeout: float = 600.0
     #: How many of the newest batches create looks through for one it already made.
     adopt_scan_limit: int = 1000
+    #: Where batch result files go instead of under the task's output prefix (a bucket URI or a local folder).
+    results_prefix: str = ""
 
 
 # ============================================================================================== config
@@ -161,8 +167,7 @@ class OpenAIChat(SyncConnector[ChatConfig]):
     secret_names = SECRETS
 
     async def do(self, task: TaskContext[ChatConfig]) -> Resource:
-        from flyteconnectors.openai import _service as svc
-
+        svc = await _sdk()
         config = task.config
         base_url, api_version = svc.endpoint(self.settings, config.base_url, config.api_version)
         messages = [
@@ -236,8 +241,7 @@ class OpenAIBatch(AsyncConnector[BatchConfig, BatchMeta]):
         self._downloads: Any = None
 
     async def create(self, task: TaskContext[BatchConfig]) -> BatchMeta:
-        from flyteconnectors.openai import _service as svc
-
+        svc = await _sdk()
         config = task.config
         base_url, api_version = svc.endpoint(self.settings, config.base_url, config.api_version)
         client = svc.client(self, task, base_url, api_version)
@@ -256,8 +260,7 @@ class OpenAIBatch(AsyncConnector[BatchConfig, BatchMeta]):
         return BatchMeta(batch_id=batch.id, base_url=base_url, api_version=api_version)
 
     async def get(self, job: BatchMeta, ctx: CallContext) -> Resource:
-        from flyteconnectors.openai import _service as svc
-
+        svc = await _sdk()
         client = self._client(job, ctx)
         batch = await svc.call(f"look up batch {job.batch_id}", lambda: client.batches.retrieve(
             job.batch_id, timeout=ctx.timeout(self.settings.request_timeout)), not_found=JobNotFound)
@@ -278,8 +281,9 @@ class OpenAIBatch(AsyncConnector[BatchConfig, BatchMeta]):
                 budget -= min(0.5, budget / 5)
             if self._downloads is None:
                 self._downloads = svc.Downloads()
+            prefix = self.settings.results_prefix or ctx.output_prefix
             done, result = await self._downloads.fetch(
-                (batch.id, ctx.output_prefix), lambda: self._collect(client, batch, ctx.output_prefix), budget)
+                (batch.id, prefix), lambda: self._collect(client, batch, prefix), budget)
             if not done:
                 return Resource.running(f"the batch completed; downloading its result files ({message})",
                                         log_links=links, custom_info=info)
@@ -290,29 +294,25 @@ class OpenAIBatch(AsyncConnector[BatchConfig, BatchMeta]):
         return BATCH_STATES.resource(batch.status, message, outputs=outputs, log_links=links, custom_info=info)
 
     async def delete(self, job: BatchMeta, ctx: CallContext) -> None:
-        import openai
-        from flyteconnectors.openai import _service as svc
-
+        svc = await _sdk()
         client = self._client(job, ctx)
         try:
             await client.batches.cancel(job.batch_id, timeout=ctx.timeout(self.settings.request_timeout))
-        except openai.ConflictError:
+        except svc.openai.ConflictError:
             return  # the batch already finished: nothing left to cancel
-        except openai.OpenAIError as err:
+        except svc.openai.OpenAIError as err:
             raise svc.service_error(err, f"cancel batch {job.batch_id}", not_found=JobNotFound) from None
 
     # ------------------------------------------------------------------------------------------ helpers
     def _client(self, job: BatchMeta, ctx: CallContext) -> Any:
-        from flyteconnectors.openai import _service as svc
-
+        svc = sys.modules[_SERVICE]  # loaded by the caller
         # resource_meta comes back from Propeller: the endpoint in it must still be one this host allows.
         base_url, api_version = svc.endpoint(self.settings, job.base_url, job.api_version)
         return svc.client(self, ctx, base_url, api_version)
 
     async def _find_batch(self, client: Any, key: str, ctx: CallContext) -> str | None:
         """The batch an earlier try of this create made, if its response was lost."""
-        from flyteconnectors.openai import _service as svc
-
+        svc = await _sdk()
         # Batches list newest first; a retried create comes minutes after the first, so older ones can stop
         # the scan early on accounts with a long history.
         horizon = time.time() - 7 * 24 * 3600
@@ -332,8 +332,7 @@ class OpenAIBatch(AsyncConnector[BatchConfig, BatchMeta]):
 
     async def _upload(self, client: Any, filename: str, content: bytes, ctx: CallContext) -> str:
         """Upload the requests, or reuse the file an earlier try of this create uploaded."""
-        from flyteconnectors.openai import _service as svc
-
+        svc = await _sdk()
         page = await svc.call("list files", lambda: client.files.list(
             purpose="batch", limit=100, order="desc", timeout=ctx.timeout(self.settings.request_timeout)))
         for existing in page.data:
@@ -345,8 +344,7 @@ class OpenAIBatch(AsyncConnector[BatchConfig, BatchMeta]):
 
     async def _collect(self, client: Any, batch: Any, prefix: str) -> tuple[dict[str, str], str]:
         """Download the output and error files under the task's output prefix; summarise failed requests."""
-        from flyteconnectors.openai import _service as svc
-
+        svc = await _sdk()
         folder = svc.join(prefix, f"openai-{batch.id}")
         files = {"output_file": (batch.output_file_id, f"{folder}/output.jsonl"),
                  "error_file": (batch.error_file_id, f"{folder}/errors.jsonl")}
@@ -376,8 +374,7 @@ def _batch_errors(batch: Any) -> str:
 
 async def _requests_jsonl(task: TaskContext[BatchConfig]) -> bytes:
     """The batch's JSONL requests: the ``input_file`` input as is, or one request per ``prompts`` item."""
-    from flyteconnectors.openai import _service as svc
-
+    svc = await _sdk()
     config = task.config
     if "input_file" in task.inputs:
         content = await asyncio.to_thread(svc.read_uri, str(task.inputs["input_file"]))
@@ -401,6 +398,15 @@ async def _requests_jsonl(task: TaskContext[BatchConfig]) -> bytes:
         lines.append(json.dumps({"custom_id": f"prompt-{index}", "method": "POST", "url": config.endpoint,
                                  "body": body}))
     return ("\n".join(lines) + "\n").encode()
+
+
+async def _sdk() -> ModuleType:
+    """The helpers module, which imports the openai SDK. That import takes over a second, so the first one
+    runs in a thread instead of stalling the event loop (and every other task on the host)."""
+    module = sys.modules.get(_SERVICE)
+    if module is None:
+        module = await asyncio.to_thread(importlib.import_module, _SERVICE)
+    return module
 
 
 CONNECTORS = (OpenAIChat, OpenAIBatch)
