@@ -100,7 +100,7 @@ def tests_all(session: nox.Session) -> None:
         deps += editable(name, "testing")
     session.install(*deps, "twine", "ruff", TOMLI)
     session.run("uv", "pip", "check", "--python", str(Path(session.bin) / "python"))
-    session.run("pytest", "-p", "no:cacheprovider", "tests", *session.posargs, env=uv_env())
+    session.run("pytest", "-p", "no:cacheprovider", *(session.posargs or ["tests"]), env=uv_env())
 
 
 @nox.session

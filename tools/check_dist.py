@@ -9,6 +9,7 @@ the file name is the one in that package's pyproject.toml.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tarfile
@@ -72,10 +73,11 @@ def twine_problems(paths: Iterable[Path]) -> list[str]:
     files = [str(p) for p in paths]
     if not files:
         return []
-    result = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *files],
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "twine", "--no-color", "check", "--strict", *files],
+                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     if result.returncode != 0:
-        return [f"twine check failed:\n{result.stdout}{result.stderr}"]
+        lines = [line.strip() for line in (result.stdout + result.stderr).splitlines()]
+        return ["twine check: " + " ".join(line for line in lines if line and not line.endswith("PASSED"))]
     return []
 
 
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"FAIL {problem}")
     for path in sorted(args.folder.glob("*.whl")):
-        print(f"ok   {path.name}" if not any(p.startswith(path.name) for p in problems) else f"bad  {path.name}")
+        print(f"ok   {path.name}" if not any(path.name in p for p in problems) else f"bad  {path.name}")
     if problems:
         print(f"{len(problems)} problems in {args.folder}")
         return 1
