@@ -30,6 +30,7 @@ from flyteconnectors.core import (
     JobRejected,
     TransientServiceError,
 )
+from flyteconnectors.core.secrets import REDACTOR
 
 from .connector import (
     SERVICE_ACCOUNT_SECRET,
@@ -67,6 +68,8 @@ def load_credentials(settings: BigQuerySettings, key_json: str | None) -> Loaded
     if key_json:
         try:
             info = json.loads(key_json)
+            # The secret as a whole is masked; its private key must be too, should it ever appear on its own.
+            REDACTOR.add(info.get("private_key"))
             credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             # The message of a parse error may quote the key, so it is not repeated here.

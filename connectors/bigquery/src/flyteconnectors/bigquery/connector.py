@@ -44,6 +44,7 @@ _ARRAY = re.compile(r"^ARRAY\s*<\s*(\w+)\s*>$")
 # domain ("example.com:proj").
 _TABLE = re.compile(r"^(?:(?P<project>[a-z0-9.:-]+?)[.:])?(?P<dataset>\w+)\.(?P<table>[\w$-]+)$", re.IGNORECASE)
 _DATASET = re.compile(r"^(?:(?P<project>[a-z0-9.:-]+?)[.:])?(?P<dataset>\w+)$", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"\{\{\s*\.inputs\.(\w+)\s*\}\}")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 #: BigQuery allows 64 labels per job; these are the ones that carry the Flyte identity.
@@ -371,6 +372,11 @@ def _infer_type(name: str, value: Any) -> str:
     return kind
 
 
+def bind_placeholders(query: str) -> str:
+    """flytekit's ``{{ .inputs.name }}`` placeholders as the query parameter ``@name``, never as pasted text."""
+    return _PLACEHOLDER.sub(lambda m: f"@{m.group(1)}", query)
+
+
 def job_labels(user: dict[str, str], identity: ExecutionIdentity) -> dict[str, str]:
     """The user's labels plus the Flyte execution identity (``flyte-project``, ``flyte-execution``, ...)."""
     return {**user, **identity.labels()}
@@ -441,7 +447,7 @@ class BigQueryQuery(AsyncConnector[BigQueryQueryConfig, BigQueryJobMeta]):
         project = cfg.project or client.project
         job_config = _sdk.job_config(cfg, project, params, job_labels(cfg.labels, task.identity))
         job = _sdk.insert_or_adopt(
-            client, cfg.query, job_config, job_id=task.idempotency_key, project=project,
+            client, bind_placeholders(cfg.query), job_config, job_id=task.idempotency_key, project=project,
             location=cfg.location or self.settings.location, retry=_sdk.retry(self.settings, task),
             timeout=task.timeout(self.settings.request_timeout),
         )

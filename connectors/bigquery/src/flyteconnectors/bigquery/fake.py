@@ -104,6 +104,11 @@ class BigQueryFake(FakeService):
         with self.lock:
             return len(self.jobs)
 
+    def cancelled_count(self) -> int:
+        """How many jobs received at least one cancel request."""
+        with self.lock:
+            return sum(1 for job in self.jobs.values() if job["cancel_requests"])
+
     # ------------------------------------------------------------------------------------ auth
     @route("POST", "/token")
     def token(self, request: FakeRequest) -> Any:
@@ -150,7 +155,7 @@ class BigQueryFake(FakeService):
                 "user_email": "fake@example.iam.gserviceaccount.com",
             }
             job = {"resource": resource, "outcome": self._outcome(project, query_cfg), "written": False,
-                   "statement_type": statement_type}
+                   "statement_type": statement_type, "cancel_requests": 0}
             self.jobs[(project, job_id)] = job
             script = self.new_job_script(job_id)
             self._apply(job, script.current)
@@ -167,6 +172,7 @@ class BigQueryFake(FakeService):
     def cancel_job(self, request: FakeRequest, project: str, job_id: str) -> Any:
         with self.lock:
             job = self._find(project, job_id, request.query.get("location"))
+            job["cancel_requests"] += 1
             if job["resource"]["status"]["state"] != "DONE":
                 # Cancellation is asynchronous at BigQuery: the job reports DONE/stopped on a later read.
                 self.scripts[job_id].jump_to_end({"state": "DONE", "errorResult": {
