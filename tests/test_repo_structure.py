@@ -15,7 +15,7 @@ from conftest import ROOT
 
 from tools import structure
 from tools.new_connector import scaffold, sort_imports
-from tools.repo import connector_folders, load_toml
+from tools.repo import connector_folders, load_toml, packages
 
 FOLDERS = connector_folders(ROOT)
 
@@ -141,3 +141,9 @@ def test_scaffolded_connector_passes_its_contract_suite(synthetic: Path) -> None
                             cwd=synthetic, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert re.search(r"\d+ passed", result.stdout)
+
+
+def test_root_readme_links_every_package() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [p.name for p in packages() if f"]({p.path.relative_to(ROOT)}/README.md)" not in readme]
+    assert not missing, f"[readme-table] README.md: the packages table does not link {missing}"
