@@ -209,7 +209,9 @@ class SnowflakeQuery(AsyncConnector[SnowflakeQueryConfig, SnowflakeQueryMeta]):
                 if waited > self.settings.not_found_grace:
                     raise JobNotFound(f"Snowflake has had no record of query {job.query_id} for {waited:.0f}s "
                                       "(expired, or not visible to this user and role)")
-                return STATES.resource(status.name, f"waiting for Snowflake to report query {job.query_id}",
+                # Also what the driver makes of a status name it does not know (it logs a warning).
+                return STATES.resource(status.name, f"Snowflake reports no status for query {job.query_id} yet "
+                                       "(NO_DATA, or a status this driver does not know); still waiting",
                                        log_links=links, custom_info=info)
             phase = STATES.phase(status.name)
             message, outputs = "", None
