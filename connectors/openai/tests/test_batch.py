@@ -133,6 +133,16 @@ def test_lost_upload_response_uploads_one_file(fake, propeller):
     assert fake.batch_count() == 1
 
 
+def test_server_without_listings_still_runs_batches(fake, host, propeller, prefix):
+    fake.inject_fault(404, method="GET", path=r"/v1/(batches|files)$", count=None)
+    template = batch_template()
+
+    final, _ = poll(host, template, propeller.create(template, {"prompts": ["x"]}), prefix)
+
+    assert final.phase == SUCCEEDED
+    assert fake.batch_count() == 1
+
+
 def test_adoption_finds_a_batch_beyond_the_first_page(fake, propeller):
     first = propeller.create(batch_template(), {"prompts": ["x"]})
     sdk = openai.OpenAI(api_key="sk-other", base_url=f"{fake.url}/v1", max_retries=0)

@@ -49,6 +49,11 @@ def test_batch_task_without_a_request_input_is_refused_at_definition():
         OpenAIBatchTask("t.nothing", model="m", inputs={"text": str})
 
 
+def test_several_outputs_need_structured_output():
+    with pytest.raises(TypeError, match="response_schema"):
+        OpenAIChatTask("t.two", model="m", user="x", outputs={"a": str, "b": str})
+
+
 def test_bad_chat_config_is_refused_at_definition_naming_the_field():
     with pytest.raises(Exception, match="params"):
         OpenAIChatTask("t.bad", model="m", user="x", params={"stream": True})

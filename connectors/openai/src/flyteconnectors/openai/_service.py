@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from flyteconnectors.core import Connector
 
 T = TypeVar("T")
+log = logging.getLogger("flyteconnectors.openai")
 
 API_KEY_SECRET = "openai_api_key"
 ORGANIZATION_SECRET = "openai_organization"
@@ -151,6 +153,20 @@ async def call(action: str, make: Callable[[], Awaitable[T]], *,
         return await make()
     except openai.OpenAIError as err:
         raise service_error(err, action, not_found=not_found) from None
+
+
+async def optional_listing(action: str, make: Callable[[], Awaitable[T]]) -> T | None:
+    """A listing that some OpenAI-compatible servers do not offer: None when the server has no such endpoint."""
+    try:
+        return await make()
+    except openai.APIStatusError as err:
+        if err.status_code in (404, 405, 501):
+            log.warning("the server cannot %s (%s); a retried create cannot adopt what a lost response made",
+                        action, describe(err))
+            return None
+        raise service_error(err, action) from None
+    except openai.OpenAIError as err:
+        raise service_error(err, action) from None
 
 
 # ---------------------------------------------------------------------------------------------- templates

@@ -328,14 +328,14 @@ class OpenAIBatch(AsyncConnector[BatchConfig, BatchMeta]):
                     return None
             return None
 
-        return await svc.call("list batches", scan)
+        return await svc.optional_listing("list batches", scan)
 
     async def _upload(self, client: Any, filename: str, content: bytes, ctx: CallContext) -> str:
         """Upload the requests, or reuse the file an earlier try of this create uploaded."""
         svc = await _sdk()
-        page = await svc.call("list files", lambda: client.files.list(
+        page = await svc.optional_listing("list files", lambda: client.files.list(
             purpose="batch", limit=100, order="desc", timeout=ctx.timeout(self.settings.request_timeout)))
-        for existing in page.data:
+        for existing in page.data if page is not None else ():
             if existing.filename == filename and existing.bytes == len(content) and existing.status != "error":
                 return str(existing.id)
         uploaded = await svc.call("upload the batch input file", lambda: client.files.create(

@@ -51,6 +51,9 @@ class OpenAIChatTask(ConnectorTask):
     ) -> None:
         outputs = {"answer": str} if outputs is None else outputs
         schema = schema_for_outputs(outputs) if response_schema == "outputs" else response_schema
+        if schema is None and len(outputs) > 1:
+            raise TypeError(f"{name}: a reply without a response_schema fills one output, not {len(outputs)}; "
+                            'pass response_schema="outputs" for structured output')
         config = ChatConfig.parse({
             "model": model,
             "messages": _messages(messages, system, user),
