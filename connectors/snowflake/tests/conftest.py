@@ -39,8 +39,8 @@ def fake(private_key: rsa.RSAPrivateKey) -> Iterator[SnowflakeFake]:
 
 
 def settings_for(fake: SnowflakeFake, **extra: Any) -> dict[str, Any]:
-    return {"host": "127.0.0.1", "port": fake.port, "protocol": "http", "retry_max_attempts": 2, "retry_backoff_base_ms": 10,
-            "login_timeout": 5, "request_timeout": 5, **extra}
+    return {"host": "127.0.0.1", "port": fake.port, "protocol": "http", "retry_max_attempts": 2,
+            "retry_backoff_base_ms": 10, "login_timeout": 5, "request_timeout": 5, **extra}
 
 
 def start_host(fake: SnowflakeFake, secrets: dict[str, str], **settings: Any) -> HostThread:

@@ -415,7 +415,7 @@ def test_password_and_oauth_logins_use_their_own_secrets(fake):
 def test_no_secret_reaches_resource_meta_messages_or_links(fake, private_key_pem, propeller):
     template = query_task("SELECT 1", outputs=BOTH_OUTPUTS)
     meta = propeller.create(template)
-    final, seen = propeller.poll(template, meta, interval=0.01)
+    _, seen = propeller.poll(template, meta, interval=0.01)
 
     said = meta.decode() + "".join(r.message + str(r.custom_info) + str(list(r.log_links)) for r in seen)
     for line in private_key_pem.splitlines()[1:-1]:

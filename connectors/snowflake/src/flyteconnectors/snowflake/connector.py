@@ -241,12 +241,11 @@ class SnowflakeQuery(AsyncConnector[SnowflakeQueryConfig, SnowflakeQueryMeta]):
         account = cfg.account or s.default_account
         user = cfg.user or s.default_user
         database = cfg.database or s.default_database
-        for field, value, env in (("account", account, "ACCOUNT"), ("user", user, "USER"),
-                                  ("database", database, "DATABASE")):
+        for field, value in (("account", account), ("user", user), ("database", database)):
             if not value:
-                raise InvalidTaskConfig(field, f"required: set it on the task or FLYTECONNECTORS_SNOWFLAKE_DEFAULT_{env}"
-                                        " on the host" + (" (it also holds the query history used to find a query"
-                                                          " again after a lost answer)" if field == "database" else ""))
+                why = " (its INFORMATION_SCHEMA finds a query again after a lost answer)" if field == "database" else ""
+                raise InvalidTaskConfig(field, f"required{why}: set it on the task or "
+                                        f"FLYTECONNECTORS_SNOWFLAKE_DEFAULT_{field.upper()} on the host")
         assert account and user and database
         return _Target(account, user, cfg.role or s.default_role, cfg.warehouse or s.default_warehouse, database,
                        cfg.schema_ or s.default_schema, _sign_in(cfg.auth, cfg.secret_prefix, secrets),

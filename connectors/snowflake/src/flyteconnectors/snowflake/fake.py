@@ -372,7 +372,8 @@ class SnowflakeFake(FakeService):
                 if child.error is not None:
                     query.error = child.error
                     break
-            query.columns, query.rows = ["multiple statement execution"], [["Multiple statements executed successfully."]]
+            query.columns = ["multiple statement execution"]
+            query.rows = [["Multiple statements executed successfully."]]
         else:
             self._run(query)
         self.queries[query.id] = query

@@ -1,9 +1,10 @@
 """Query templates: named placeholders become Snowflake server-side bind parameters, never formatted text.
 
-A template names its inputs as ``:name`` (or ``%(name)s``, the flytekit spelling). Both become ``?`` and the
-values travel separately as qmark bindings, so an input can never change the statement. Placeholders are only
-recognised outside string literals, quoted identifiers, ``$$`` blocks and comments, and not in Snowflake's
-``::`` casts or ``col:path`` semi-structured access.
+A template names its inputs as ``:name``, or in flytekit's spellings ``{{ .inputs.name }}`` and ``%(name)s``.
+Each becomes ``?`` and the values travel separately as qmark bindings, so an input can never change the
+statement. A quoted ``'{{ .inputs.name }}'`` meant "this value as a string literal": a bound value says the same.
+Placeholders are only recognised outside string literals, quoted identifiers, ``$$`` blocks and comments, and
+not in Snowflake's ``::`` casts or ``col:path`` semi-structured access.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from flyteconnectors.core import InvalidTaskConfig
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PYFORMAT = re.compile(r"%\(([A-Za-z_][A-Za-z0-9_]*)\)s")
+_FLYTEKIT = re.compile(r"(')?\{\{\s*\.inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}(?(1)')")
 #: A ``:`` preceded by one of these is a path or cast (``v:field``, ``x::int``), not a placeholder.
 _NOT_BEFORE_PLACEHOLDER = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$\"]):.")
 
@@ -46,6 +48,13 @@ def render(template: str, inputs: Mapping[str, Any]) -> Statement:
     i, n = 0, len(template)
     while i < n:
         ch = template[i]
+        match = _FLYTEKIT.match(template, i) if ch in "{'" else None
+        if match:
+            params.append(_bind_value(match.group(2), inputs))
+            out.append("?")
+            pending = True
+            i = match.end()
+            continue
         skip = _skip_quoted(template, i)
         if skip > i:
             out.append(template[i:skip])
