@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import flyte_tasks
 from flyteidl.core import literals_pb2
 from flytekit.configuration import ImageConfig, SerializationSettings
 
@@ -12,8 +13,6 @@ from flyteconnectors.core import literals
 from flyteconnectors.core.testing import builders
 from flyteconnectors.core.testing.host import PropellerClient
 from flyteconnectors.databricks.fake import DatabricksFake
-
-import flyte_tasks
 
 CLUSTER = {"existing_cluster_id": "0101-123456-abcdefgh"}
 

@@ -15,9 +15,9 @@ adapter.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import re
+import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -70,8 +70,8 @@ class DatabricksSettings(ConnectorSettings):
     host: str = ""
     #: Send every call here instead of the task's workspace (a private endpoint, or the local fake).
     host_override: str = ""
-    #: Budget of the SDK's own retries of one call (429, 503, connection errors). Kept below Propeller's 10 s
-    #: deadline; the core retries again with backoff inside that deadline.
+    #: Retry budget of the SDK's workspace probe when a client is built. Calls themselves are retried by the core
+    #: (inside the RPC deadline, honouring Retry-After), never by the SDK: see _NoSdkRetries.
     retry_timeout_seconds: int = 5
     http_timeout_seconds: float = 30.0
     #: How far back to look in the query history for a statement this attempt already submitted.
@@ -304,6 +304,7 @@ class _Databricks:
                 auth_type=login,
                 retry_timeout_seconds=self.settings.retry_timeout_seconds,
                 http_timeout_seconds=self.settings.http_timeout_seconds,
+                clock=_NoSdkRetries(),
                 # Never read a ~/.databrickscfg profile on the host: everything comes from settings and secrets.
                 config_file="/dev/null",
                 **creds,
@@ -418,6 +419,8 @@ class DatabricksSQL(_Databricks, AsyncConnector[SQLConfig, StatementMeta]):
     task_type = "databricks-sql"
 
     def create(self, task: TaskContext[SQLConfig]) -> StatementMeta:
+        from databricks.sdk.service import sql
+
         config, host = task.config, self._host(task.config)
         login = self._login(task, config.connection, config.login)
         client = self._client(task, host, config.connection, login)
@@ -428,33 +431,25 @@ class DatabricksSQL(_Databricks, AsyncConnector[SQLConfig, StatementMeta]):
             adopted = self._find_submitted(client, config.warehouse_id, task.idempotency_key)
             if adopted:
                 return StatementMeta(statement_id=adopted, **meta)
-            body: dict[str, Any] = {
-                "statement": config.statement,
-                "warehouse_id": config.warehouse_id,
-                "wait_timeout": "0s",
-                "on_wait_timeout": "CONTINUE",
-                "disposition": "INLINE",
-                "format": "JSON_ARRAY",
-                "parameters": parameters,
-                "query_tags": [{"key": IDEMPOTENCY_TAG, "value": task.idempotency_key}],
-            }
-            for name in ("catalog", "row_limit", "byte_limit"):
-                if getattr(config, name) is not None:
-                    body[name] = getattr(config, name)
-            if config.schema_name:
-                body["schema"] = config.schema_name
-            # The SDK retries a POST whose response was lost, and this API has no idempotency token, so the
-            # statement would run twice. It never retries a body it cannot rewind (_base_client.do): send one.
-            # A lost response then reaches the core as transient, and its retry of create adopts the statement
-            # through the query history above.
-            response = client.api_client.do(
-                "POST", "/api/2.0/sql/statements",
-                headers={"Accept": "application/json", "Content-Type": "application/json"},
-                data=_OneShotBody(json.dumps(body).encode()),
+            # The Statement Execution API has no idempotency token: the tag lets a retry of this create find the
+            # statement above when the response to this call is lost.
+            response = client.statement_execution.execute_statement(
+                statement=config.statement,
+                warehouse_id=config.warehouse_id,
+                wait_timeout="0s",
+                on_wait_timeout=sql.ExecuteStatementRequestOnWaitTimeout.CONTINUE,
+                disposition=sql.Disposition.INLINE,
+                format=sql.Format.JSON_ARRAY,
+                parameters=[sql.StatementParameterListItem.from_dict(p) for p in parameters] or None,
+                query_tags=[sql.QueryTag(key=IDEMPOTENCY_TAG, value=task.idempotency_key)],
+                catalog=config.catalog,
+                schema=config.schema_name,
+                row_limit=config.row_limit,
+                byte_limit=config.byte_limit,
             )
         except Exception as err:
             raise _map_error(err, "submit the statement") from None
-        return StatementMeta(statement_id=str(response["statement_id"]), **meta)
+        return StatementMeta(statement_id=str(response.statement_id), **meta)
 
     def _find_submitted(self, client: WorkspaceClient, warehouse_id: str, key: str) -> str | None:
         """The statement an earlier try of this create submitted, found by its tag in the query history."""
@@ -657,11 +652,24 @@ def _sql_value(type_name: str, text: str | None) -> Any:
     return text
 
 
-class _OneShotBody(io.BytesIO):
-    """A request body the SDK will not resend (see DatabricksSQL.create)."""
+class _NoSdkRetries:
+    """A databricks-sdk ``Clock`` that turns the SDK's own retry loop off.
 
-    def seekable(self) -> bool:
-        return False
+    The SDK retries 429, 503 and connection errors itself, sleeping at least a second per try for up to
+    ``retry_timeout_seconds`` (``_base_client.do`` / ``retries.retried``): past Propeller's 10 s deadline, and a
+    second, deadline-blind retry layer. Here its first sleep spends the whole budget instead, so the error reaches
+    the core, which retries inside the RPC deadline and honours the service's Retry-After. The offset is
+    per thread, so concurrent calls keep their own clocks.
+    """
+
+    def __init__(self) -> None:
+        self._skipped = threading.local()
+
+    def time(self) -> float:
+        return time.time() + getattr(self._skipped, "seconds", 0.0)
+
+    def sleep(self, seconds: float) -> None:
+        self._skipped.seconds = getattr(self._skipped, "seconds", 0.0) + 10.0**9
 
 
 class _ClosingWorkspaceClient:
@@ -691,6 +699,8 @@ def _map_error(err: Exception, doing: str, *, missing_is_rejection: bool = False
 
     if isinstance(err, ConnectorError):
         return err
+    if isinstance(err, TimeoutError) and isinstance(err.__cause__, Exception):
+        err = err.__cause__  # the SDK's retry loop gave up at once (_NoSdkRetries): report what it saw
     text = str(err) or type(err).__name__
     if isinstance(err, (errors.TooManyRequests, errors.TemporarilyUnavailable, errors.DeadlineExceeded,
                         errors.InternalError, errors.Aborted)):
