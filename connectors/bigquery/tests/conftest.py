@@ -7,6 +7,7 @@ import pytest
 
 from flyteconnectors.bigquery.connector import BigQueryQuery
 from flyteconnectors.bigquery.fake import BigQueryFake
+from flyteconnectors.core.secrets import REDACTOR
 from flyteconnectors.core.testing import builders
 from flyteconnectors.core.testing.host import HostThread, PropellerClient
 
@@ -17,6 +18,15 @@ OUTPUTS = {"results": builders.STRUCTURED_DATASET, "job_id": str, "bytes_process
 def settings(fake: BigQueryFake, **extra: Any) -> dict[str, Any]:
     return {"endpoint": fake.url, "anonymous": True, "project": "proj", "retry_initial_delay": 0.01,
             "retry_budget": 0.3, **extra}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_redactor() -> None:
+    """Forget earlier tests' secrets. The core's redactor recompiles one regex of every value it has seen on each
+    new value; a service-account key is ~2 KB, so with a fresh canary key per test the compile reached ~1 s (GIL
+    held, event loop stalled) after a few dozen tests. Each test's own secrets are registered again as it reads them.
+    """
+    REDACTOR.clear()
 
 
 @pytest.fixture

@@ -44,7 +44,8 @@ _ARRAY = re.compile(r"^ARRAY\s*<\s*(\w+)\s*>$")
 # domain ("example.com:proj").
 _TABLE = re.compile(r"^(?:(?P<project>[a-z0-9.:-]+?)[.:])?(?P<dataset>\w+)\.(?P<table>[\w$-]+)$", re.IGNORECASE)
 _DATASET = re.compile(r"^(?:(?P<project>[a-z0-9.:-]+?)[.:])?(?P<dataset>\w+)$", re.IGNORECASE)
-_PLACEHOLDER = re.compile(r"\{\{\s*\.inputs\.(\w+)\s*\}\}")
+# A quoted placeholder ('{{ .inputs.day }}') meant "this value as a string literal": a parameter says the same.
+_PLACEHOLDER = re.compile(r"""(['"]?)\{\{\s*\.inputs\.(\w+)\s*\}\}\1""")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 #: BigQuery allows 64 labels per job; these are the ones that carry the Flyte identity.
@@ -73,7 +74,8 @@ class BigQueryQueryConfig(TaskConfig):
 
     sql_field = "query"
 
-    query: str = Field(min_length=1)
+    #: The SQL; a SQL task carries it in ``TaskTemplate.sql``, so it is empty when the config is built.
+    query: str = ""
     #: Project the job runs (and is billed) in. Default: the host's setting, else the credentials' project.
     project: str | None = None
     #: Where the job runs (``US``, ``EU``, ``europe-west1``...). Default: BigQuery infers it from the tables.
@@ -374,7 +376,7 @@ def _infer_type(name: str, value: Any) -> str:
 
 def bind_placeholders(query: str) -> str:
     """flytekit's ``{{ .inputs.name }}`` placeholders as the query parameter ``@name``, never as pasted text."""
-    return _PLACEHOLDER.sub(lambda m: f"@{m.group(1)}", query)
+    return _PLACEHOLDER.sub(lambda m: f"@{m.group(2)}", query)
 
 
 def job_labels(user: dict[str, str], identity: ExecutionIdentity) -> dict[str, str]:
@@ -442,6 +444,8 @@ class BigQueryQuery(AsyncConnector[BigQueryQueryConfig, BigQueryJobMeta]):
         from flyteconnectors.bigquery import _sdk
 
         cfg = task.config
+        if not cfg.query.strip():
+            raise InvalidTaskConfig("query", "is empty: the task template carries no SQL")
         params = query_parameters(dict(task.inputs), cfg.parameter_types)
         client = self._client(task, cfg.project)
         project = cfg.project or client.project
