@@ -363,7 +363,8 @@ def _sample(schema: dict[str, Any]) -> Any:
         return {name: _sample(sub) for name, sub in (schema.get("properties") or {}).items()}
     if kind == "array":
         return [_sample(schema.get("items") or {})]
-    return {"string": "example", "integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "example")
+    samples: dict[Any, Any] = {"string": "example", "integer": 1, "number": 1.5, "boolean": True, "null": None}
+    return samples.get(kind, "example")
 
 
 def _page(items: list[dict[str, Any]], request: FakeRequest) -> dict[str, Any]:
@@ -392,6 +393,6 @@ def _multipart(request: FakeRequest) -> dict[str, tuple[str | None, bytes]]:
     fields: dict[str, tuple[str | None, bytes]] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True) or b""
-        fields[str(name)] = (part.get_filename(), payload)
+        payload = part.get_payload(decode=True)
+        fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
     return fields
