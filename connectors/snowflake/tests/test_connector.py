@@ -71,6 +71,24 @@ def test_success_outputs_a_structured_dataset_reference_and_the_query_id(fake, p
     assert final.outputs.literals["results"].scalar.HasField("structured_dataset")
 
 
+def test_the_reference_resolves_to_the_result_the_way_flytekits_decoder_reads_it(fake, propeller, private_key):
+    fake.sql("INSERT INTO events VALUES (1, 'signup'), (2, 'login'), (3, 'signup')")
+    template = query_task("SELECT kind, COUNT(*) AS n FROM events WHERE kind = :kind GROUP BY kind",
+                          inputs={"kind": str}, outputs={"results": SD})
+    uri = builders.outputs_to_python(propeller.run(template, {"kind": "signup"}))["results"]
+
+    # What flytekit's SnowflakeToPandasDecodingHandler does with the URI (plus the fake's endpoint).
+    import snowflake.connector
+
+    _, user, account, warehouse, database, schema, query_id = re.split("\\/|://|:", uri)
+    with snowflake.connector.connect(user=user, account=account, warehouse=warehouse, database=database,
+                                     schema=schema, private_key=private_key, host="127.0.0.1", port=fake.port,
+                                     protocol="http", enable_server_session_keep_alive_auto_detection=False) as conn:
+        cursor = conn.cursor()
+        cursor.get_results_from_sfqid(query_id)
+        assert cursor.fetchall() == [("signup", 2)]
+
+
 def test_an_interface_without_outputs_gets_no_outputs(fake, propeller):
     final = propeller.run(query_task("DELETE FROM events WHERE id < 0"))
 
@@ -337,6 +355,13 @@ def test_bad_config_fails_permanently_naming_the_field(fake, propeller, config, 
     assert first.phase == Phase.FAILED
     assert field in first.message
     assert fake.submissions() == []
+
+
+def test_an_empty_query_is_a_config_error(fake, propeller):
+    final = propeller.run(query_task("  /* nothing */ ;"))
+
+    assert final.phase == Phase.FAILED
+    assert "query" in final.message and "no SQL statement" in final.message
 
 
 def test_a_placeholder_without_an_input_is_a_config_error(fake, propeller):

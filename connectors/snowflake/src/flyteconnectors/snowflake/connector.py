@@ -53,7 +53,7 @@ class SnowflakeQueryConfig(TaskConfig):
     sql_field = "query"
 
     #: The SQL template (``TaskTemplate.sql``). Inputs are named ``:name`` and bound server-side.
-    query: str = Field(min_length=1)
+    query: str = ""
     account: str | None = None
     user: str | None = None
     role: str | None = None
@@ -170,6 +170,8 @@ class SnowflakeQuery(AsyncConnector[SnowflakeQueryConfig, SnowflakeQueryMeta]):
     def create(self, task: TaskContext[SnowflakeQueryConfig]) -> SnowflakeQueryMeta:
         cfg = task.config
         statement = render(cfg.query, task.inputs)
+        if statement.statements == 0:
+            raise InvalidTaskConfig("query", "there is no SQL statement to run")
         if statement.statements > 1 and not cfg.multi_statement:
             raise InvalidTaskConfig(
                 "query", f"it holds {statement.statements} statements; set multi_statement=True to run a script"
