@@ -6,10 +6,11 @@ core runs it in this package's thread pool. The driver is imported lazily, in :m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
@@ -236,6 +237,10 @@ class SnowflakeQuery(AsyncConnector[SnowflakeQueryConfig, SnowflakeQueryMeta]):
                 raise
             row = cur.fetchone()
         log.info("snowflake cancel %s: %s", job.query_id, row[0] if row else "")
+
+    def close(self) -> Awaitable[None]:
+        # Closing a connection logs its session out over HTTP: keep that off the event loop while the host drains.
+        return asyncio.to_thread(self.clients.close)
 
     # ============================================================================================ internals
     def _target(self, cfg: SnowflakeQueryConfig, secrets: Secrets) -> _Target:
