@@ -120,7 +120,7 @@ class TestDatabricksRunJob(_DatabricksContract):
 
     @pytest.fixture
     def fake(self) -> Iterator[DatabricksFake]:
-        with DatabricksFake(execute_python=False).serve() as service:
+        with DatabricksFake(execute_python=False, example_job=False).serve() as service:
             service.add_job("nightly", output="42 rows")
             yield service  # type: ignore[misc]
 

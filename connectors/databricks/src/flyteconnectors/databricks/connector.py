@@ -103,7 +103,7 @@ class WorkspaceConfig(TaskConfig):
         return _normalize_host(value) if value else value
 
 
-class FunctionConfig(WorkspaceConfig):
+class DatabricksFunctionConfig(WorkspaceConfig):
     """A Python function task run on Databricks compute: exactly one of the three compute choices."""
 
     existing_cluster_id: str | None = None
@@ -124,7 +124,7 @@ class FunctionConfig(WorkspaceConfig):
     run_name: str | None = None
 
     @model_validator(mode="after")
-    def _one_compute(self) -> FunctionConfig:
+    def _one_compute(self) -> DatabricksFunctionConfig:
         chosen = [n for n, v in (("existing_cluster_id", self.existing_cluster_id),
                                  ("new_cluster", self.new_cluster), ("serverless", self.serverless)) if v]
         if len(chosen) != 1:
@@ -139,7 +139,7 @@ class FunctionConfig(WorkspaceConfig):
         return self
 
 
-class RunJobConfig(WorkspaceConfig):
+class DatabricksJobConfig(WorkspaceConfig):
     """Trigger a saved job. Inputs become job parameters (``{{job.parameters.<name>}}``), after these."""
 
     job_id: int = Field(gt=0)
@@ -148,7 +148,7 @@ class RunJobConfig(WorkspaceConfig):
     output_task_key: str | None = None
 
 
-class SQLConfig(WorkspaceConfig):
+class DatabricksSQLConfig(WorkspaceConfig):
     """A SQL statement on a SQL warehouse. Inputs become named parameters (``:name`` in the statement)."""
 
     sql_field: ClassVar[str | None] = "statement"
@@ -318,13 +318,13 @@ def _secret(connection: str, kind: str) -> str:
     return f"databricks_{connection}_{kind}" if connection else f"databricks_{kind}"
 
 
-class DatabricksFunction(_Databricks, AsyncConnector[FunctionConfig, RunMeta]):
+class DatabricksFunction(_Databricks, AsyncConnector[DatabricksFunctionConfig, RunMeta]):
     """A Flyte Python task run on Databricks compute as a one-time run (``jobs/runs/submit``)."""
 
     name = "Databricks function"
     task_type = "databricks-function"
 
-    def create(self, task: TaskContext[FunctionConfig]) -> RunMeta:
+    def create(self, task: TaskContext[DatabricksFunctionConfig]) -> RunMeta:
         from databricks.sdk.service import compute, jobs
 
         config, host = task.config, self._host(task.config)
@@ -386,13 +386,13 @@ class DatabricksFunction(_Databricks, AsyncConnector[FunctionConfig, RunMeta]):
         _cancel_run(self._client(ctx, job.host, job.connection, job.login), job.run_id)
 
 
-class DatabricksRunJob(_Databricks, AsyncConnector[RunJobConfig, RunMeta]):
+class DatabricksRunJob(_Databricks, AsyncConnector[DatabricksJobConfig, RunMeta]):
     """Run a saved Databricks job now, with job parameters from the task's inputs."""
 
     name = "Databricks job"
     task_type = "databricks-run-job"
 
-    def create(self, task: TaskContext[RunJobConfig]) -> RunMeta:
+    def create(self, task: TaskContext[DatabricksJobConfig]) -> RunMeta:
         config, host = task.config, self._host(task.config)
         login = self._login(task, config.connection, config.login)
         params = {**config.job_parameters, **{n: _parameter_text(n, v) for n, v in task.inputs.items()}}
@@ -412,13 +412,13 @@ class DatabricksRunJob(_Databricks, AsyncConnector[RunJobConfig, RunMeta]):
         _cancel_run(self._client(ctx, job.host, job.connection, job.login), job.run_id)
 
 
-class DatabricksSQL(_Databricks, AsyncConnector[SQLConfig, StatementMeta]):
+class DatabricksSQL(_Databricks, AsyncConnector[DatabricksSQLConfig, StatementMeta]):
     """A SQL statement on a SQL warehouse, through the Statement Execution API."""
 
     name = "Databricks SQL"
     task_type = "databricks-sql"
 
-    def create(self, task: TaskContext[SQLConfig]) -> StatementMeta:
+    def create(self, task: TaskContext[DatabricksSQLConfig]) -> StatementMeta:
         from databricks.sdk.service import sql
 
         config, host = task.config, self._host(task.config)
@@ -434,7 +434,7 @@ class DatabricksSQL(_Databricks, AsyncConnector[SQLConfig, StatementMeta]):
             # The Statement Execution API has no idempotency token: the tag lets a retry of this create find the
             # statement above when the response to this call is lost.
             response = client.statement_execution.execute_statement(
-                statement=config.statement,
+                statement=_named_markers(config.statement),
                 warehouse_id=config.warehouse_id,
                 wait_timeout="0s",
                 on_wait_timeout=sql.ExecuteStatementRequestOnWaitTimeout.CONTINUE,
@@ -603,6 +603,11 @@ def _normalize_host(value: str | None) -> str:
     return value
 
 
+def _named_markers(statement: str) -> str:
+    """flytekit's ``{{ .inputs.name }}`` query placeholders as the Statement API's named markers ``:name``."""
+    return re.sub(r"\{\{\s*\.inputs\.(\w+)\s*\}\}", r":\1", statement)
+
+
 def _parameter_text(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -695,6 +700,7 @@ def _map_error(err: Exception, doing: str, *, missing_is_rejection: bool = False
     Anything unrecognised is returned unchanged for the core to report as an internal error.
     """
     import requests
+
     from databricks.sdk import errors
 
     if isinstance(err, ConnectorError):

@@ -130,8 +130,11 @@ class DatabricksFake(FakeService):
         tokens: set[str] | None = None,
         clients: dict[str, str] | None = None,
         chunk_rows: int = 1000,
+        example_job: bool = True,
     ) -> None:
         super().__init__(seed=seed)
+        #: a saved job 501 named "example" exists from the start (for ``run-now`` in the examples)
+        self.example_job = example_job
         #: run submitted Flyte Python tasks in a subprocess (else they follow the state script)
         self.execute_python = execute_python
         self.python = python
@@ -165,6 +168,8 @@ class DatabricksFake(FakeService):
         self.oauth_tokens: set[str] = set()
         self._run_ids = iter(range(1001, 10**9))
         self._job_ids = iter(range(501, 10**9))
+        if self.example_job:
+            self.add_job("example", output="hello from the example job", parameters={"day": ""})
 
     def add_job(self, name: str = "job", *, tasks: list[dict[str, Any]] | None = None, output: str | None = None,
                 parameters: dict[str, str] | None = None) -> int:
