@@ -71,3 +71,27 @@ def test_unsupported_declared_type_names_the_field():
     with pytest.raises(InvalidTaskConfig) as err:
         BigQueryQueryConfig.parse({"query": "SELECT 1", "parameter_types": {"s": "STRUCT<a INT64>"}})
     assert "parameter_types" in str(err.value) and "not supported" in str(err.value)
+
+
+@pytest.mark.parametrize(("spec", "qualified"), [
+    ("ds.t", "proj.ds.t"),
+    ("other.ds.t", "other.ds.t"),
+    ("other:ds.t", "other.ds.t"),
+    ("example.com:other.ds.t", "example.com:other.ds.t"),
+])
+def test_destination_tables_are_qualified_with_the_jobs_project(spec, qualified):
+    from flyteconnectors.bigquery.connector import qualify_table
+
+    assert BigQueryQueryConfig(query="SELECT 1", destination_table=spec).destination_table == spec
+    assert qualify_table(spec, "proj") == qualified
+
+
+@pytest.mark.parametrize(("query", "bound"), [
+    ("SELECT {{ .inputs.n }}", "SELECT @n"),
+    ("SELECT * FROM t WHERE day = '{{.inputs.day}}'", "SELECT * FROM t WHERE day = @day"),
+    ('SELECT "{{ .inputs.s }}", @x', "SELECT @s, @x"),
+])
+def test_flytekit_placeholders_become_parameters_not_pasted_text(query, bound):
+    from flyteconnectors.bigquery.connector import bind_placeholders
+
+    assert bind_placeholders(query) == bound

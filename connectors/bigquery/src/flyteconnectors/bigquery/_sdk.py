@@ -99,10 +99,12 @@ def make_client(settings: BigQuerySettings, project: str, credentials: Any) -> b
 
 def retry(settings: BigQuerySettings, ctx: CallContext) -> Any:
     """The SDK's retry of one call, kept inside the call's deadline so the answer reaches Propeller in time."""
-    budget = ctx.timeout(settings.retry_budget) or settings.retry_budget
-    return DEFAULT_RETRY.with_delay(initial=settings.retry_initial_delay, maximum=8.0, multiplier=2.0).with_timeout(
-        max(budget * 0.8, 0.0)
-    )
+    left = ctx.timeout(settings.retry_budget)
+    budget = settings.retry_budget if left is None else left
+    policy = DEFAULT_RETRY.with_delay(initial=settings.retry_initial_delay, maximum=8.0, multiplier=2.0)
+    # google-api-core < 2.17 only has with_deadline (since deprecated in favour of with_timeout).
+    bounded = getattr(policy, "with_timeout", None) or policy.with_deadline
+    return bounded(max(budget * 0.8, 0.0))
 
 
 # ------------------------------------------------------------------------------------------- job config

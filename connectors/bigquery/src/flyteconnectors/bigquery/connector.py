@@ -280,10 +280,10 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
         if kind == "NUMERIC":
             if isinstance(value, bool) or not isinstance(value, (int, float, decimal.Decimal, str)):
                 raise TypeError
-            number = decimal.Decimal(str(value))
-            if not number.is_finite():
+            numeric = decimal.Decimal(str(value))
+            if not numeric.is_finite():
                 raise ValueError("NUMERIC must be finite")
-            return number
+            return numeric
         if kind == "BOOL":
             if not isinstance(value, bool):
                 raise TypeError
@@ -366,7 +366,8 @@ def _infer_type(name: str, value: Any) -> str:
         if kinds == {"INT64", "FLOAT64"}:
             kinds = {"FLOAT64"}
         if len(kinds) > 1:
-            raise InvalidTaskConfig(f"inputs.{name}", f"mixes {', '.join(sorted(kinds))}; an array has one type")
+            raise InvalidTaskConfig(f"inputs.{name}", f"mixes {', '.join(sorted(str(k) for k in kinds))}; an array "
+                                                      "has one type")
         return f"ARRAY<{kinds.pop()}>"
     kind = _infer_scalar(value)
     if kind is None:
