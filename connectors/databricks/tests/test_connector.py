@@ -237,9 +237,11 @@ def test_sql_binds_typed_parameters_and_returns_rows_across_chunks(
     assert len(fake.requests("GET", r"/result/chunks/\d+$")) == 2
     body = fake.requests("POST", r"/sql/statements$")[0].json()
     assert body["wait_timeout"] == "0s" and body["on_wait_timeout"] == "CONTINUE"
-    assert body["parameters"] == [{"name": "count", "value": "5", "type": "BIGINT"},
-                                  {"name": "ratio", "value": "0.5", "type": "DOUBLE"},
-                                  {"name": "label", "value": "x", "type": "STRING"}]
+    assert sorted(body["parameters"], key=lambda p: p["name"]) == [
+        {"name": "count", "value": "5", "type": "BIGINT"},
+        {"name": "label", "value": "x", "type": "STRING"},
+        {"name": "ratio", "value": "0.5", "type": "DOUBLE"},
+    ]
     assert (body["catalog"], body["schema"]) == ("main", "sales")
 
 
