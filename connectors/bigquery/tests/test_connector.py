@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import functools
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import OUTPUTS, query_task, settings
@@ -388,3 +389,14 @@ def test_outputs_the_interface_declares_are_all_returned(propeller):
     assert final.phase == SUCCEEDED
     assert set(builders.outputs_to_python(final)) == {"results"}
     assert set(OUTPUTS) == {"results", "job_id", "bytes_processed"}
+
+
+def test_concurrent_polls_share_the_clients_connections(propeller, fake, caplog):
+    tasks = [(query_task(), builders.identity(execution=f"conc{i}")) for i in range(24)]
+    fake.set_latency(0.05)  # keep the requests in flight together
+    metas = [propeller.create(task, ident=ident) for task, ident in tasks]
+    with caplog.at_level("WARNING", logger="urllib3"), ThreadPoolExecutor(24) as pool:
+        phases = list(pool.map(lambda pair: propeller.get(pair[0], pair[1]).phase,
+                               [(task, meta) for (task, _), meta in zip(tasks, metas, strict=True)]))
+    assert phases == [QUEUED] * 24
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import google.auth
 import google.auth.exceptions
 import requests
+import requests.adapters
 from google.api_core import exceptions as gexc
 from google.api_core.client_info import ClientInfo
 from google.api_core.client_options import ClientOptions
@@ -91,10 +92,18 @@ def load_credentials(settings: BigQuerySettings, key_json: str | None) -> Loaded
 
 def make_client(settings: BigQuerySettings, project: str, credentials: Any) -> bigquery.Client:
     options = ClientOptions(api_endpoint=settings.endpoint) if settings.endpoint else None
-    return bigquery.Client(
+    client = bigquery.Client(
         project=project, credentials=credentials, location=settings.location, client_options=options,
         client_info=ClientInfo(user_agent=f"flyteconnectors-bigquery/{_version()}"),
     )
+    session = client._http
+    if not getattr(session, "is_mtls", False):
+        # One client serves every thread of the package's pool; requests' default pool keeps 10 connections per
+        # host and would drop (and reopen) the rest under load.
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(settings.executor_threads, 10))
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+    return client
 
 
 def retry(settings: BigQuerySettings, ctx: CallContext) -> Any:
