@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import inspect
 import json
 import re
@@ -41,6 +42,20 @@ def test_inputs_travel_as_bind_parameters_never_in_the_sql_text(fake, propeller)
     assert query.sql == "INSERT INTO events (id, kind) VALUES (?, ?)"
     assert query.bindings == {"1": {"type": "FIXED", "value": "7"}, "2": {"type": "TEXT", "value": hostile}}
     assert fake.sql("SELECT id, kind FROM events") == [(7, hostile)]
+
+
+def test_each_input_type_is_bound_with_its_snowflake_type(fake, propeller):
+    fake.sql("CREATE TABLE readings (at TEXT, ratio REAL, ok BOOLEAN, tags TEXT, note TEXT)")
+    template = query_task("INSERT INTO readings VALUES (:at, :ratio, :ok, :tags, :note)",
+                          inputs={"at": dt.datetime, "ratio": float, "ok": bool, "tags": list[str], "note": str})
+
+    final = propeller.run(template, {"at": dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.timezone.utc), "ratio": 0.25,
+                                     "ok": True, "tags": ["a", "b"], "note": ""})
+
+    assert final.phase == Phase.SUCCEEDED, final.message
+    [query] = fake.submissions()
+    assert [b["type"] for b in query.bindings.values()] == ["TIMESTAMP_NTZ", "REAL", "BOOLEAN", "TEXT", "TEXT"]
+    assert fake.sql("SELECT * FROM readings") == [("2024-05-01T12:30:00", 0.25, 1, '["a", "b"]', "")]
 
 
 def test_flytekit_style_placeholders_are_bound_too(fake, propeller):

@@ -19,6 +19,7 @@ sqlite3 database, so INSERTs really insert and a doubled INSERT is visible in ``
 from __future__ import annotations
 
 import base64
+import datetime
 import gzip
 import hashlib
 import json
@@ -622,6 +623,7 @@ def _to_sqlite(sql: str) -> str:
 
 
 def _binding_value(binding: Any) -> Any:
+    """A bound value as sqlite stores it (the driver sends numbers as text, times as epoch units)."""
     if not isinstance(binding, dict):
         return binding
     kind = str(binding.get("type", "TEXT")).upper()
@@ -629,11 +631,18 @@ def _binding_value(binding: Any) -> Any:
     if value is None:
         return None
     if kind == "FIXED":
-        return int(value)
+        return int(value) if re.fullmatch(r"-?\d+", str(value)) else float(value)
     if kind == "REAL":
         return float(value)
     if kind == "BOOLEAN":
         return str(value).lower() in ("true", "1")
+    if kind.startswith("TIMESTAMP"):
+        seconds = int(str(value).split()[0]) / 1e9
+        return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).replace(tzinfo=None).isoformat()
+    if kind == "DATE":
+        return (datetime.date(1970, 1, 1) + datetime.timedelta(milliseconds=int(value))).isoformat()
+    if kind == "BINARY":
+        return bytes.fromhex(str(value))
     return value
 
 
