@@ -284,6 +284,17 @@ def test_dropped_statement_submit_is_adopted_from_the_query_history(
     assert propeller.poll(template, meta)[0].phase == Phase.SUCCEEDED
 
 
+def test_statements_still_run_when_the_query_history_is_forbidden(
+    propeller: PropellerClient, fake: DatabricksFake
+) -> None:
+    fake.inject_fault(403, path=r"/sql/history/queries$", count=None,
+                      body={"error_code": "PERMISSION_DENIED", "message": "CAN_MONITOR is required"})
+    template = sql_task("SELECT 1 AS one", outputs={"row_count": int})
+    final, _ = propeller.poll(template, propeller.create(template))
+    assert final.phase == Phase.SUCCEEDED
+    assert len(fake.statements) == 1
+
+
 def test_delete_cancels_the_statement(propeller: PropellerClient, fake: DatabricksFake) -> None:
     fake.script_next_job("RUNNING")
     template = sql_task("SELECT 1")

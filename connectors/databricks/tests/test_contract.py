@@ -65,6 +65,7 @@ RUN_STATE_CASES = [
 
 
 class _DatabricksContract(AsyncContract):
+    supports_logs = True
     status_path = r"/api/2\.2/jobs/runs/get$"
     status_method = "GET"
     success_steps = ("PENDING", "RUNNING", "TERMINATED:SUCCESS")

@@ -80,3 +80,20 @@ def test_failed_python_task_fails_the_run_with_the_python_error(
     assert "Workload failed" in final.message
     env = fake.requests("POST", "/jobs/runs/submit")[0].json()["environment_variables"][0]["spec"]["variables"]
     assert env["FLYTE_FAIL_ON_ERROR"] == "true"
+
+
+def test_function_run_logs_stream_the_task_output(
+    propeller: PropellerClient, fake: DatabricksFake, tmp_path: Path
+) -> None:
+    from flyteidl.admin import agent_pb2
+
+    write_inputs(tmp_path, {"reason": "no luck"}, {"reason": str})
+    template = function_template(flyte_tasks.explode, CLUSTER, {"reason": str}, {"o0": int}, tmp_path)
+    meta = propeller.create(template, {"reason": "no luck"}, output_prefix=str(tmp_path / "out"))
+    propeller.poll(template, meta, interval=0.05)
+
+    stream = propeller.async_stub.GetTaskLogs(agent_pb2.GetTaskLogsRequest(
+        task_category=agent_pb2.TaskCategory(name="databricks-function"), resource_meta=meta), timeout=10)
+    lines = [line for message in stream if message.HasField("body") for line in message.body.results]
+
+    assert any("ValueError: boom: no luck" in line for line in lines)

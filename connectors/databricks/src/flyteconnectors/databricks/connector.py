@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -46,6 +47,8 @@ from flyteconnectors.core import (
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
+
+log = logging.getLogger("flyteconnectors.databricks")
 
 #: flytetools' entrypoints, the defaults of flytekit's Databricks plugin, so existing clusters keep working.
 FLYTETOOLS_GIT = {
@@ -314,11 +317,27 @@ class _Databricks:
         return _ClosingWorkspaceClient(WorkspaceClient(config=config))
 
 
+class _RunLogs(_Databricks):
+    def get_logs(self, job: RunMeta, ctx: CallContext) -> Iterator[str]:
+        """The run's task output: its logs, else its error trace (``runs/get-output``).
+
+        A generator, so the core runs the blocking calls in the connector's thread pool, not on the loop.
+        """
+        client = self._client(ctx, job.host, job.connection, job.login)
+        try:
+            run = client.api_client.do("GET", "/api/2.2/jobs/runs/get", query={"run_id": job.run_id},
+                                       headers={"Accept": "application/json"})
+        except Exception as err:
+            raise _map_error(err, f"read run {job.run_id}", polling=True) from None
+        out = _task_output(client, run, job.output_task_key)
+        yield from str(out.get("logs") or out.get("error_trace") or "").splitlines()
+
+
 def _secret(connection: str, kind: str) -> str:
     return f"databricks_{connection}_{kind}" if connection else f"databricks_{kind}"
 
 
-class DatabricksFunction(_Databricks, AsyncConnector[DatabricksFunctionConfig, RunMeta]):
+class DatabricksFunction(_RunLogs, AsyncConnector[DatabricksFunctionConfig, RunMeta]):
     """A Flyte Python task run on Databricks compute as a one-time run (``jobs/runs/submit``)."""
 
     name = "Databricks function"
@@ -386,7 +405,7 @@ class DatabricksFunction(_Databricks, AsyncConnector[DatabricksFunctionConfig, R
         _cancel_run(self._client(ctx, job.host, job.connection, job.login), job.run_id)
 
 
-class DatabricksRunJob(_Databricks, AsyncConnector[DatabricksJobConfig, RunMeta]):
+class DatabricksRunJob(_RunLogs, AsyncConnector[DatabricksJobConfig, RunMeta]):
     """Run a saved Databricks job now, with job parameters from the task's inputs."""
 
     name = "Databricks job"
@@ -456,11 +475,19 @@ class DatabricksSQL(_Databricks, AsyncConnector[DatabricksSQLConfig, StatementMe
         from databricks.sdk.service import sql
 
         since = int((time.time() - self.settings.sql_adopt_window_seconds) * 1000)
-        history = client.query_history.list(
-            filter_by=sql.QueryFilter(warehouse_ids=[warehouse_id],
-                                      query_start_time_range=sql.TimeRange(start_time_ms=since)),
-            max_results=100,
-        )
+        try:
+            history = client.query_history.list(
+                filter_by=sql.QueryFilter(warehouse_ids=[warehouse_id],
+                                          query_start_time_range=sql.TimeRange(start_time_ms=since)),
+                max_results=100,
+            )
+        except Exception as err:
+            mapped = _map_error(err, "read the query history")
+            if isinstance(mapped, TransientServiceError):
+                raise mapped from None
+            # A principal that may run statements but not read the history still runs them, without adoption.
+            log.warning("cannot look for an earlier submit of %s in the query history: %s", key, err)
+            return None
         for query in history.res or []:
             if any(t.key == IDEMPOTENCY_TAG and t.value == key for t in query.query_tags or []):
                 return query.query_id
