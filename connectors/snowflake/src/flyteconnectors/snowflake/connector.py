@@ -1,7 +1,8 @@
 """Snowflake queries as Flyte tasks: submitted asynchronously, inputs bound server-side, results by reference.
 
 Blocking driver (snowflake-connector-python 5.x, HTTP in a Rust core): every method is a plain ``def``, so the
-core runs it in this package's thread pool. The driver is imported lazily, in :meth:`SnowflakeQuery._connect`.
+core runs it in this package's thread pool. The driver is imported inside the methods that use it, so loading
+this module (host start-up, ``flyteconnectors list``) does not load the driver.
 """
 
 from __future__ import annotations
