@@ -1,23 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from bigquery_helpers import settings
 
 from flyteconnectors.bigquery.connector import BigQueryQuery
 from flyteconnectors.bigquery.fake import BigQueryFake
 from flyteconnectors.core.secrets import REDACTOR
-from flyteconnectors.core.testing import builders
 from flyteconnectors.core.testing.host import HostThread, PropellerClient
-
-TASK_TYPE = BigQueryQuery.task_type
-OUTPUTS = {"results": builders.STRUCTURED_DATASET, "job_id": str, "bytes_processed": int}
-
-
-def settings(fake: BigQueryFake, **extra: Any) -> dict[str, Any]:
-    return {"endpoint": fake.url, "anonymous": True, "project": "proj", "retry_initial_delay": 0.01,
-            "retry_budget": 0.3, **extra}
 
 
 @pytest.fixture(autouse=True)
@@ -44,10 +35,3 @@ def host(fake: BigQueryFake) -> Iterator[HostThread]:
 @pytest.fixture
 def propeller(host: HostThread) -> PropellerClient:
     return PropellerClient(host.channel)
-
-
-def query_task(sql: str = "SELECT 1", *, inputs: dict[str, Any] | None = None,
-               outputs: dict[str, Any] | None = None, **custom: Any) -> Any:
-    """A ``bigquery-query`` TaskTemplate as ``pyflyte register`` produces it: the SQL in ``template.sql``."""
-    return builders.task_template(TASK_TYPE, custom, inputs=inputs or {},
-                                  outputs=OUTPUTS if outputs is None else outputs, sql=sql)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import functools
 import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import OUTPUTS, query_task, settings
+from bigquery_helpers import OUTPUTS, query_task, service_account_key, settings
 
 from flyteconnectors.bigquery.connector import STATES, BigQueryQuery
 from flyteconnectors.bigquery.fake import BigQueryFake
@@ -326,23 +325,6 @@ def test_access_denied_is_a_permanent_failure(propeller, fake):
 
 
 # ------------------------------------------------------------------------------------------ credentials, clients
-@functools.lru_cache(maxsize=1)
-def _private_key_pem() -> str:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-
-
-def service_account_key(fake: BigQueryFake) -> dict[str, str]:
-    """A service-account key whose token endpoint is the fake's (one RSA key per test session)."""
-    pem = _private_key_pem()
-    return {"type": "service_account", "project_id": "sa-proj", "private_key_id": "k1", "private_key": pem,
-            "client_email": "runner@sa-proj.iam.gserviceaccount.com", "client_id": "1",
-            "token_uri": f"{fake.url}/token"}
-
-
 def test_service_account_secret_is_used_once_per_client_and_never_leaks(fake):
     key = service_account_key(fake)
     secret = json.dumps(key)

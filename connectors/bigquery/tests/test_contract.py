@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from conftest import OUTPUTS, query_task, settings
+from bigquery_helpers import OUTPUTS, query_task, service_account_key, settings
 
 from flyteconnectors.bigquery.connector import BigQueryQuery
 from flyteconnectors.bigquery.fake import BigQueryFake
@@ -62,8 +62,6 @@ class TestBigQueryQuery(AsyncContract):
 
     @pytest.fixture
     def secrets(self, canary: str, fake: BigQueryFake) -> Mapping[str, str]:
-        from test_connector import service_account_key
-
         return {"bigquery_service_account_json": json.dumps({**service_account_key(fake), "private_key_id": canary})}
 
     @pytest.fixture
