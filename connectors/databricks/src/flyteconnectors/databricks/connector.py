@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -301,20 +301,21 @@ class _Databricks:
         from databricks.sdk import WorkspaceClient
         from databricks.sdk.core import Config
 
+        options: dict[str, Any] = {
+            "host": endpoint,
+            "auth_type": login,
+            "retry_timeout_seconds": self.settings.retry_timeout_seconds,
+            "http_timeout_seconds": self.settings.http_timeout_seconds,
+            "clock": _NoSdkRetries(),
+            # Never read a ~/.databrickscfg profile on the host: everything comes from settings and secrets.
+            "config_file": "/dev/null",
+            **creds,
+        }
         try:
-            config = Config(
-                host=endpoint,
-                auth_type=login,
-                retry_timeout_seconds=self.settings.retry_timeout_seconds,
-                http_timeout_seconds=self.settings.http_timeout_seconds,
-                clock=_NoSdkRetries(),
-                # Never read a ~/.databrickscfg profile on the host: everything comes from settings and secrets.
-                config_file="/dev/null",
-                **creds,
-            )
+            config = Config(**options)
         except ValueError as err:  # the SDK validates the auth settings eagerly
             raise InvalidTaskConfig("login", f"cannot sign in to {endpoint}: {err}") from None
-        return _ClosingWorkspaceClient(WorkspaceClient(config=config))
+        return cast("WorkspaceClient", _ClosingWorkspaceClient(WorkspaceClient(config=config)))
 
 
 class _RunLogs(_Databricks):
@@ -325,12 +326,17 @@ class _RunLogs(_Databricks):
         """
         client = self._client(ctx, job.host, job.connection, job.login)
         try:
-            run = client.api_client.do("GET", "/api/2.2/jobs/runs/get", query={"run_id": job.run_id},
-                                       headers={"Accept": "application/json"})
+            run = _get_json(client, "/api/2.2/jobs/runs/get", run_id=job.run_id)
         except Exception as err:
             raise _map_error(err, f"read run {job.run_id}", polling=True) from None
         out = _task_output(client, run, job.output_task_key)
         yield from str(out.get("logs") or out.get("error_trace") or "").splitlines()
+
+
+def _get_json(client: WorkspaceClient, path: str, **query: Any) -> dict[str, Any]:
+    """A raw GET through the SDK's client (auth, headers, error mapping), as a JSON object."""
+    body = client.api_client.do("GET", path, query=query or None, headers={"Accept": "application/json"})
+    return body if isinstance(body, dict) else {}
 
 
 def _secret(connection: str, kind: str) -> str:
@@ -496,8 +502,7 @@ class DatabricksSQL(_Databricks, AsyncConnector[DatabricksSQLConfig, StatementMe
     def get(self, job: StatementMeta, ctx: CallContext) -> Resource:
         client = self._client(ctx, job.host, job.connection, job.login)
         try:
-            raw = client.api_client.do("GET", f"/api/2.0/sql/statements/{job.statement_id}",
-                                       headers={"Accept": "application/json"})
+            raw = _get_json(client, f"/api/2.0/sql/statements/{job.statement_id}")
         except Exception as err:
             raise _map_error(err, f"read statement {job.statement_id}", polling=True) from None
         status = raw.get("status") or {}
@@ -529,9 +534,7 @@ class DatabricksSQL(_Databricks, AsyncConnector[DatabricksSQLConfig, StatementMe
             if index is None:
                 return rows
             try:
-                chunk = client.api_client.do(
-                    "GET", f"/api/2.0/sql/statements/{statement_id}/result/chunks/{int(index)}",
-                    headers={"Accept": "application/json"})
+                chunk = _get_json(client, f"/api/2.0/sql/statements/{statement_id}/result/chunks/{int(index)}")
             except Exception as err:
                 raise _map_error(err, f"read result chunk {index} of statement {statement_id}", polling=True) from None
 
@@ -552,8 +555,7 @@ def _run_resource(client: WorkspaceClient, job: RunMeta, *, job_outputs: bool) -
     try:
         # The raw response, not jobs.get_run(): the SDK turns a state it does not know into None, and an unknown
         # state must reach the state map by name.
-        run = client.api_client.do("GET", "/api/2.2/jobs/runs/get", query={"run_id": job.run_id},
-                                   headers={"Accept": "application/json"})
+        run = _get_json(client, "/api/2.2/jobs/runs/get", run_id=job.run_id)
     except Exception as err:
         raise _map_error(err, f"read run {job.run_id}", polling=True) from None
     key, states, message = _run_state(run)
@@ -595,8 +597,7 @@ def _task_output(client: WorkspaceClient, run: Mapping[str, Any], task_key: str 
     if len(chosen) != 1 or not chosen[0].get("run_id"):
         return {}
     try:
-        return dict(client.api_client.do("GET", "/api/2.2/jobs/runs/get-output",
-                                         query={"run_id": chosen[0]["run_id"]}, headers={"Accept": "application/json"}))
+        return _get_json(client, "/api/2.2/jobs/runs/get-output", run_id=chosen[0]["run_id"])
     except Exception:
         return {}
 

@@ -512,7 +512,7 @@ class DatabricksFake(FakeService):
 
     def _advance_statement(self, stmt: FakeStatement) -> None:
         step = stmt.script.advance()
-        state = step.get("state") if isinstance(step, dict) else str(step)
+        state = str(step.get("state") if isinstance(step, dict) else step)
         if isinstance(step, dict) and step.get("error"):
             stmt.error = dict(step["error"])
         if state == "SUCCEEDED":
