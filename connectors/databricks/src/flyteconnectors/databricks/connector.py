@@ -512,7 +512,7 @@ class DatabricksSQL(_Databricks, AsyncConnector[DatabricksSQLConfig, StatementMe
         uri = f"databricks://{urlsplit(job.host).netloc}/sql/statements/{job.statement_id}"
         info = {"statement_id": job.statement_id, "warehouse_id": job.warehouse_id}
         outputs: dict[str, Any] = {"statement_id": job.statement_id, "results": uri}
-        if STATEMENT_STATES.phase(state) is Phase.SUCCEEDED:
+        if state in STATEMENT_STATES and STATEMENT_STATES.phase(state) is Phase.SUCCEEDED:
             manifest = raw.get("manifest") or {}
             outputs["row_count"] = int(manifest.get("total_row_count") or 0)
             if job.fetch_rows:
@@ -559,7 +559,7 @@ def _run_resource(client: WorkspaceClient, job: RunMeta, *, job_outputs: bool) -
     except Exception as err:
         raise _map_error(err, f"read run {job.run_id}", polling=True) from None
     key, states, message = _run_state(run)
-    phase = states.phase(key)
+    phase = states.phase(key) if key in states else states.unknown  # states.resource() reports an unknown one
     page = str(run.get("run_page_url") or "")
     links = [LogLink("Databricks run", page)] if page else []
     info = {"run_id": job.run_id, "job_id": run.get("job_id")}
