@@ -56,8 +56,9 @@ DEPLOY = {
 
 
 def settings(fake: SageMakerFake, **extra: Any) -> dict[str, Any]:
+    # Short socket timeouts: a test that makes the fake hang must not leave a thread waiting long after it.
     return {"endpoint_url": fake.url, "runtime_endpoint_url": fake.url, "region": REGION, "max_attempts": 1,
-            **extra}
+            "read_timeout": 2.0, "invoke_timeout": 2.0, "connect_timeout": 2.0, **extra}
 
 
 def fast_retries() -> DispatcherOptions:

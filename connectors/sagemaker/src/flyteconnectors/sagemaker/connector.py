@@ -65,7 +65,7 @@ class SageMakerSettings(ConnectorSettings):
     #: SageMaker Runtime endpoint override (else AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, else AWS).
     runtime_endpoint_url: str | None = None
     connect_timeout: float = 5.0
-    read_timeout: float = 20.0
+    read_timeout: float = 10.0
     #: Total attempts boto3 makes per control-plane call (standard retry mode), inside the RPC deadline.
     max_attempts: int = 3
     #: Read timeout of InvokeEndpoint; below Propeller's 10 s ExecuteTaskSync deadline.
@@ -325,7 +325,7 @@ class EndpointRef(JobMeta):
 TRAINING_STATES = StateMap({
     "InProgress": Phase.RUNNING, "Completed": Phase.SUCCEEDED, "Failed": Phase.FAILED,
     "Stopping": Phase.RUNNING, "Stopped": Phase.FAILED, "Deleting": Phase.FAILED,
-}, service="SageMaker training job")
+}, service="SageMaker training job", case_sensitive=True)
 
 #: A training job InProgress is INITIALIZING until it trains (Propeller shows INITIALIZING's message).
 TRAINING_PROGRESS = StateMap({
@@ -335,29 +335,29 @@ TRAINING_PROGRESS = StateMap({
     "Updating": Phase.RUNNING, "Restarting": Phase.RUNNING, "Interrupted": Phase.RUNNING,
     "Stopping": Phase.RUNNING, "Stopped": Phase.RUNNING, "MaxRuntimeExceeded": Phase.RUNNING,
     "MaxWaitTimeExceeded": Phase.RUNNING, "Completed": Phase.RUNNING, "Failed": Phase.RUNNING,
-}, service="SageMaker training job secondary status")
+}, service="SageMaker training job secondary status", case_sensitive=True)
 
 PROCESSING_STATES = StateMap({
     "InProgress": Phase.RUNNING, "Completed": Phase.SUCCEEDED, "Failed": Phase.FAILED,
     "Stopping": Phase.RUNNING, "Stopped": Phase.FAILED,
-}, service="SageMaker processing job")
+}, service="SageMaker processing job", case_sensitive=True)
 
 TRANSFORM_STATES = StateMap({
     "InProgress": Phase.RUNNING, "Completed": Phase.SUCCEEDED, "Failed": Phase.FAILED,
     "Stopping": Phase.RUNNING, "Stopped": Phase.FAILED,
-}, service="SageMaker transform job")
+}, service="SageMaker transform job", case_sensitive=True)
 
 TUNING_STATES = StateMap({
     "InProgress": Phase.RUNNING, "Completed": Phase.SUCCEEDED, "Failed": Phase.FAILED,
     "Stopping": Phase.RUNNING, "Stopped": Phase.FAILED, "Deleting": Phase.FAILED, "DeleteFailed": Phase.FAILED,
-}, service="SageMaker tuning job")
+}, service="SageMaker tuning job", case_sensitive=True)
 
 # flytekit's endpoint connector knew only Creating, InService and Failed and raised KeyError on the rest.
 ENDPOINT_STATES = StateMap({
     "Creating": Phase.RUNNING, "Updating": Phase.RUNNING, "SystemUpdating": Phase.RUNNING,
     "RollingBack": Phase.RUNNING, "InService": Phase.SUCCEEDED, "OutOfService": Phase.FAILED,
     "Deleting": Phase.FAILED, "Failed": Phase.FAILED, "UpdateRollbackFailed": Phase.FAILED,
-}, service="SageMaker endpoint")
+}, service="SageMaker endpoint", case_sensitive=True)
 
 #: Job statuses after which StopXxx is refused and a delete has nothing to do.
 FINISHED = frozenset({"Completed", "Failed", "Stopped"})
