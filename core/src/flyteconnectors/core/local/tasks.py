@@ -190,7 +190,7 @@ def execute_locally(task: PythonTask[Any], connector: type[Connector[Any]], inpu
     runner = local_runner()
     runner.ensure_served(connector)
     try:
-        resource = runner.run(req, timeout=timeout or None, display=display_for(task.name))
+        resource = runner.run(req, timeout=timeout or None, display=display_for(task.name.rsplit(".", 1)[-1]))
     except LocalTimeout as err:
         raise ConnectorTaskTimedOut(f"{task.name} ({req.task_type}) {err}") from None
     except LocalCallFailed as err:

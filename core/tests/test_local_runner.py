@@ -1,0 +1,150 @@
+"""Local execution in-process: workflows called in Python run their connector tasks through the dispatcher."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import signal
+import threading
+import time
+
+import pytest
+from flytekit import workflow
+from local_examples import fixtures, workflows
+from local_examples.fixtures import TOKEN
+from local_examples.inproc import CALLS, ScriptConfig, ScriptedJob
+from local_examples.toy_service import ToyFake
+from rich.console import Console
+
+from flyteconnectors.core.host.wire_v1 import request_from_template
+from flyteconnectors.core.local import ConnectorTask, ConnectorTaskFailed, ConnectorTaskTimedOut, LocalRunner
+from flyteconnectors.core.local.display import PlainDisplay, RichDisplay
+from flyteconnectors.core.local.tasks import _identity
+from flyteconnectors.core.testing import builders
+
+runner, toy_fake = fixtures.runner, fixtures.toy_fake
+pytestmark = pytest.mark.usefixtures("runner")
+
+
+def scripted(name: str, timeout: float | None = None, **config: object) -> ConnectorTask:
+    return ConnectorTask(name, ScriptedJob, ScriptConfig(**config), inputs={"a": int, "b": int},
+                         outputs={"total": int}, **({"timeout": timeout} if timeout else {}))
+
+
+def test_workflow_of_all_task_kinds_runs_against_the_fake_with_the_configured_endpoint_and_secret(
+    toy_fake: ToyFake,
+) -> None:
+    said = workflows.quick(day="2024-06-01")
+
+    assert said == "> report(rows=wh1: SELECT COUNT(*) FROM events WHERE day = '2024-06-01')"
+    assert len(toy_fake.requests("POST", r"^/v1/jobs$")) == 2  # the SQL task and the config task
+    assert len(toy_fake.requests("POST", r"^/v1/echo$")) == 1  # the sync task
+    assert {e.headers["authorization"] for e in toy_fake.journal} == {f"Bearer {TOKEN}"}
+
+
+def test_first_status_check_is_immediate_then_the_pause_doubles_up_to_the_cap() -> None:
+    step = scripted("steps", phases=["RUNNING"] * 7 + ["SUCCEEDED"])
+
+    assert step(a=1, b=2) == 3
+
+    (created,) = CALLS.times("create")
+    polls = CALLS.times("get")
+    assert len(polls) == 8
+    assert polls[0] - created < 0.02  # no sleep before the first check
+    gaps = [b - a for a, b in itertools.pairwise(polls)]
+    assert gaps[0] < 0.03 and gaps[3] > gaps[0] * 3  # 5 ms, 10, 20, 40, then the 50 ms cap
+    assert max(gaps) < 0.05 + 0.03
+
+
+def test_a_failed_job_fails_the_task_with_the_services_message() -> None:
+    broken = scripted("broken", phases=["RUNNING", "FAILED"], message="quota exceeded for project p1")
+
+    with pytest.raises(ConnectorTaskFailed, match=r"broken \(scripted-job\) FAILED: quota exceeded for project p1"):
+        broken(a=1, b=1)
+
+
+def test_outputs_are_read_from_outputs_pb_when_the_job_wrote_them() -> None:
+    remote = scripted("writes_file", phases=["RUNNING", "SUCCEEDED"], write_outputs_file=True)
+
+    assert remote(a=20, b=22) == 42
+
+
+def test_the_task_timeout_deletes_the_remote_job_and_fails_clearly() -> None:
+    slow = scripted("slow", timeout=0.3, phases=["RUNNING"])
+
+    start = time.monotonic()
+    with pytest.raises(ConnectorTaskTimedOut, match=r"slow \(scripted-job\) timed out after 0.3s; the remote job "
+                                                    r"was cancelled"):
+        slow(a=1, b=1)
+
+    assert time.monotonic() - start < 1.0
+    assert CALLS.ops()[0] == "create" and CALLS.ops()[-1] == "delete"
+
+
+def test_an_interrupt_deletes_the_remote_job_before_it_propagates() -> None:
+    endless = scripted("endless", phases=["RUNNING"])
+
+    def interrupt_once_polling() -> None:
+        while len(CALLS.times("get")) < 2:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does
+
+    threading.Thread(target=interrupt_once_polling, daemon=True).start()
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        endless(a=1, b=1)
+
+    assert CALLS.ops().count("delete") == 1
+    assert CALLS.ops()[-1] == "delete"
+
+
+def test_calling_the_same_task_twice_starts_two_jobs() -> None:
+    add = scripted("add")
+
+    @workflow
+    def twice(a: int, b: int) -> int:
+        return add(a=add(a=a, b=b), b=b)
+
+    assert twice(a=1, b=2) == 5
+    assert len({job for op, job, _, _ in CALLS.log if op == "create"}) == 2
+
+
+def test_every_task_of_every_workflow_runs_on_one_loop_thread(runner: LocalRunner) -> None:
+    add = scripted("add")
+
+    @workflow
+    def chain(a: int) -> int:
+        return add(a=add(a=add(a=a, b=1), b=1), b=1)
+
+    assert chain(a=0) == 3
+    assert chain(a=10) == 13
+    assert {thread for *_, thread in CALLS.log} == {"flyteconnectors-local"}
+    assert [t.name for t in threading.enumerate()].count("flyteconnectors-local") == 1
+
+
+def _request(config: dict) -> object:
+    template = builders.task_template("scripted-job", config, outputs={"total": int})
+    req = request_from_template(template, None, "/tmp/fc-local-test", None, None)
+    req.identity = _identity("shown")
+    return req
+
+
+def test_terminal_display_shows_phase_message_and_log_links(runner: LocalRunner) -> None:
+    out = io.StringIO()
+    display = RichDisplay("shown", Console(file=out, force_terminal=True, width=200))
+
+    runner.run(_request({"phases": ["RUNNING", "SUCCEEDED"], "message": "2 of 2 stages done"}), display=display)
+
+    text = out.getvalue()
+    assert "https://scripted.example/fc-" in text
+    assert "SUCCEEDED" in text and "2 of 2 stages done" in text
+
+
+def test_plain_display_logs_each_change_once(runner: LocalRunner) -> None:
+    out = io.StringIO()
+
+    runner.run(_request({"phases": ["QUEUED", "RUNNING", "RUNNING", "SUCCEEDED"]}), display=PlainDisplay("shown", out))
+
+    lines = out.getvalue().splitlines()
+    assert [line.split(": ", 1)[1].split(" ")[0] for line in lines] == ["QUEUED", "log", "RUNNING", "SUCCEEDED"]
+    assert lines[1].endswith("https://scripted.example/" + lines[1].rsplit("/", 1)[1])
