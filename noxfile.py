@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import nox
+import nox.command
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
@@ -107,8 +108,14 @@ def tests_all(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff on everything, mypy on the core."""
     session.install(*editable(repo.CORE, "testing,flytekit"), "ruff", "mypy")
-    session.run("ruff", "check", ".")
-    session.run("mypy", "core/src")
+    failed = []
+    for command in (["ruff", "check", "."], ["mypy", "core/src"]):  # both run, so one report shows everything
+        try:
+            session.run(*command)
+        except nox.command.CommandFailed:
+            failed.append(command[0])
+    if failed:
+        session.error(f"{' and '.join(failed)} found problems")
 
 
 @nox.session(venv_backend="none")

@@ -101,3 +101,11 @@ def test_set_version_changes_only_the_project_version() -> None:
                                                    ("1.2.3", "major", "2.0.0")])
 def test_bump(old: str, part: str, new: str) -> None:
     assert release.bump(old, part) == new
+
+
+def test_changelog_entries_move_under_the_new_version() -> None:
+    before = "# Changelog\n\n## [Unreleased]\n\n### Added\n- Chat.\n\n## [0.1.0] - 2026-01-01\n\n- First.\n"
+    assert release.compile_changelog(before, "0.2.0", "2026-02-03") == (
+        "# Changelog\n\n## [Unreleased]\n\n## [0.2.0] - 2026-02-03\n\n### Added\n- Chat.\n\n"
+        "## [0.1.0] - 2026-01-01\n\n- First.\n"
+    )

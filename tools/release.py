@@ -79,8 +79,9 @@ def compile_changelog(changelog: str, version: str, date: str) -> str:
     if not has_entries(body):
         raise ReleaseRefused("nothing to release: the '## [Unreleased]' section of CHANGELOG.md has no entries "
                              "since the last release; add what changed there first")
-    section = f"\n## [{version}] - {date}\n\n{body.strip()}\n\n"
-    return changelog[:start] + section + changelog[end:].lstrip("\n")
+    section = f"\n## [{version}] - {date}\n\n{body.strip()}\n"
+    rest = changelog[end:].lstrip("\n")
+    return changelog[:start] + section + ("\n" + rest if rest else "")
 
 
 def uv() -> str:
