@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs = ROOT / ".nox" / "_logs"
     logs.mkdir(parents=True, exist_ok=True)
+    (logs / "summary.txt").unlink(missing_ok=True)
     lock = threading.Lock()
     started = time.monotonic()
     print(f"running {len(args.sessions)} sessions, {args.jobs} at a time; logs in {logs.relative_to(ROOT)}/",
@@ -124,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     bad = [o.session for o in outcomes if not o.ok]
     print(f"sessions: {len(outcomes) - len(bad)} ok, {len(bad)} failed{' (' + ', '.join(bad) + ')' if bad else ''}"
           f" in {time.monotonic() - started:.0f} s")
-    print(f"total: {passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""), flush=True)
+    total = f"total: {passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else "")
+    print(total, flush=True)
+    (logs / "summary.txt").write_text(total + "\n", encoding="utf-8")
     return 1 if bad else 0
 
 
