@@ -11,6 +11,7 @@ import pytest
 from conftest import copy_repo
 
 from tools import check_dist, structure
+from tools.new_connector import scaffold
 from tools.release import set_version
 from tools.repo import Package, connector_names, packages
 
@@ -24,20 +25,31 @@ def build(pkg: Package, out: Path) -> None:
                    check=True, timeout=300)
 
 
-def test_every_package_builds_a_wheel_at_its_own_version(tmp_path: Path) -> None:
-    root = copy_repo(tmp_path / "repo", minimum_connectors=2)
-    bumped = connector_names(root)[0]
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """A copy of the repository with one connector at version 7.3.1, and every package built into dist/."""
+    tmp = tmp_path_factory.mktemp("built")
+    root = copy_repo(tmp / "repo", minimum_connectors=2)
+    if installable_connector(root) is None:  # before the real connectors are complete, a scaffolded one stands in
+        scaffold("standin", root)
+    bumped = installable_connector(root)
+    assert bumped is not None
     pyproject = root / "connectors" / bumped / "pyproject.toml"
     pyproject.write_text(set_version(pyproject.read_text(), "7.3.1"))
-    dist = tmp_path / "dist"
+    dist = tmp / "dist"
     for pkg in packages(root):
         build(pkg, dist)
+    return root, dist, bumped
 
+
+def test_every_package_builds_a_wheel_at_its_own_version(built: tuple[Path, Path, str]) -> None:
+    root, dist, bumped = built
     assert check_dist.check(dist, root, expect=[p.name for p in packages(root)]) == []
     wheels = {w.name.split("-")[0]: w.name.split("-")[1] for w in dist.glob("*.whl")}
-    assert len(wheels) == len(packages(root)) >= 3
+    assert wheels == {f"flyteconnectors_{p.name}": p.version for p in packages(root)}
+    assert len(wheels) >= 3
     assert wheels[f"flyteconnectors_{bumped}"] == "7.3.1"
-    assert {v for name, v in wheels.items() if name != f"flyteconnectors_{bumped}"} != {"7.3.1"}
+    assert "7.3.1" not in {v for name, v in wheels.items() if name != f"flyteconnectors_{bumped}"}
 
 
 def test_wheel_check_refuses_a_wheel_holding_another_portion(tmp_path: Path) -> None:
@@ -62,16 +74,9 @@ def installable_connector(root: Path) -> str | None:
     return next((n for n in connector_names(root) if not structure.check(root / "connectors" / n)), None)
 
 
-def test_one_connector_wheel_pulls_in_core_and_no_other_connector(tmp_path: Path) -> None:
-    root = copy_repo(tmp_path / "repo")
-    name = os.environ.get("WHEEL_TEST_CONNECTOR") or installable_connector(root)
-    if name is None:  # before the real connectors land, a scaffolded one stands in
-        root = copy_repo(tmp_path / "scaffolded", minimum_connectors=len(connector_names(root)) + 1)
-        name = connector_names(root)[-1] if not installable_connector(root) else installable_connector(root)
-    assert name is not None
-    dist = tmp_path / "dist"
-    for pkg in packages(root):
-        build(pkg, dist)  # every wheel is available: the resolver must still pick only the one asked for
+def test_one_connector_wheel_pulls_in_core_and_no_other_connector(built: tuple[Path, Path, str],
+                                                                  tmp_path: Path) -> None:
+    root, dist, name = built  # every wheel is in dist/: the resolver must still take only what the one needs
     venv = tmp_path / "venv"
     env = dict(os.environ, UV_COMPILE_BYTECODE="0")
     subprocess.run([uv(), "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, env=env)
@@ -84,6 +89,7 @@ def test_one_connector_wheel_pulls_in_core_and_no_other_connector(tmp_path: Path
                             check=True, capture_output=True, text=True).stdout
     ours = sorted(line.split("==")[0] for line in listed.splitlines() if line.startswith("flyteconnectors"))
     assert ours == sorted(["flyteconnectors-core", f"flyteconnectors-{name}"])
+    assert f"flyteconnectors-core=={packages(root)[0].version}" in listed.splitlines()
 
     result = subprocess.run([str(venv / "bin" / "flyteconnectors"), "list"], capture_output=True, text=True,
                             timeout=120)
