@@ -422,6 +422,8 @@ class _SageMaker:
     settings: SageMakerSettings
     clients: Any
     secret_names: ClassVar[tuple[str, ...]] = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+    #: The outputs a task of this type may declare.
+    produces: ClassVar[tuple[str, ...]] = ()
 
     def _region(self, config: SageMakerConfig) -> str:
         region = config.region or self.settings.region or _aws().default_region()
@@ -564,6 +566,7 @@ class TrainingJob(_JobConnector[TrainingConfig]):
     create_op, describe_op, stop_op = "CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob"
     name_field, arn_field, status_field = "TrainingJobName", "TrainingJobArn", "TrainingJobStatus"
     states = TRAINING_STATES
+    produces = ("model_artifact", "metrics", "job_arn", "job_name")
     console_path = "jobs"
     log_group = "/aws/sagemaker/TrainingJobs"
 
@@ -625,6 +628,7 @@ class ProcessingJob(_JobConnector[ProcessingConfig]):
     create_op, describe_op, stop_op = "CreateProcessingJob", "DescribeProcessingJob", "StopProcessingJob"
     name_field, arn_field, status_field = "ProcessingJobName", "ProcessingJobArn", "ProcessingJobStatus"
     states = PROCESSING_STATES
+    produces = ("outputs", "job_arn", "job_name")
     console_path = "processing-jobs"
     log_group = "/aws/sagemaker/ProcessingJobs"
 
@@ -669,6 +673,7 @@ class TransformJob(_JobConnector[TransformConfig]):
     create_op, describe_op, stop_op = "CreateTransformJob", "DescribeTransformJob", "StopTransformJob"
     name_field, arn_field, status_field = "TransformJobName", "TransformJobArn", "TransformJobStatus"
     states = TRANSFORM_STATES
+    produces = ("output_path", "job_arn", "job_name")
     console_path = "transform-jobs"
     log_group = "/aws/sagemaker/TransformJobs"
 
@@ -704,6 +709,7 @@ class TuningJob(_JobConnector[TuningConfig]):
     name_field, arn_field = "HyperParameterTuningJobName", "HyperParameterTuningJobArn"
     status_field = "HyperParameterTuningJobStatus"
     states = TUNING_STATES
+    produces = ("best_training_job", "best_objective_value", "best_hyperparameters", "job_arn", "job_name")
     name_max = 32  # SageMaker's limit for tuning job names
     console_path = "hyper-tuning-jobs"
 
@@ -758,6 +764,7 @@ class EndpointDeployment(_SageMaker, AsyncConnector[EndpointConfig, EndpointRef]
 
     name = "SageMaker endpoint deployment"
     task_type = "sagemaker-deploy-endpoint"
+    produces = ("endpoint_name", "endpoint_arn")
 
     def create(self, task: TaskContext[EndpointConfig]) -> EndpointRef:
         base = task.job_name(63)
@@ -850,6 +857,7 @@ class EndpointDeployment(_SageMaker, AsyncConnector[EndpointConfig, EndpointRef]
 class InvokeEndpoint(_SageMaker, SyncConnector[InvokeConfig]):
     name = "SageMaker endpoint invocation"
     task_type = "sagemaker-invoke-endpoint"
+    produces = ("response", "response_json", "content_type")
 
     def do(self, task: TaskContext[InvokeConfig]) -> Resource:
         config = render_config(task, task.job_name(63))
@@ -899,6 +907,7 @@ def _payload(config: InvokeConfig, inputs: Mapping[str, Any]) -> bytes:
 class CreateModel(_SageMaker, SyncConnector[ModelConfig]):
     name = "SageMaker model"
     task_type = "sagemaker-create-model"
+    produces = ("model_name", "model_arn")
 
     def do(self, task: TaskContext[ModelConfig]) -> Resource:
         base = task.job_name(63)

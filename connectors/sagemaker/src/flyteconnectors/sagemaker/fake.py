@@ -77,6 +77,15 @@ _BY_ACTION = {getattr(k, attr): (k, attr) for k in KINDS.values() for attr in ("
 #: What a training job's SecondaryStatus says when a script step names only the primary status.
 _SECONDARY = {"InProgress": "Training", "Completed": "Completed", "Failed": "Failed", "Stopping": "Stopping",
               "Stopped": "Stopped"}
+_SECONDARY_MESSAGES = {
+    "Starting": "Preparing the instances for training",
+    "Training": "Training image download completed. Training in progress.",
+    "Uploading": "Uploading generated training model",
+    "Completed": "Training job completed",
+    "Failed": "Training job failed",
+    "Stopping": "Stopping the training job",
+    "Stopped": "The training job was stopped",
+}
 _FINISHED = {"Completed", "Failed", "Stopped"}
 
 
@@ -304,11 +313,10 @@ def _overlay(kind: Kind, data: dict[str, Any], step: Any) -> None:
         data[kind.status_field] = status
     secondary = spec.pop("secondary_status", None)
     if kind.key == "training" and status is not None:
-        data["SecondaryStatus"] = secondary or _SECONDARY.get(status, status)
-        message = spec.pop("message", None)
-        if message:
-            data["SecondaryStatusTransitions"] = [{"Status": data["SecondaryStatus"], "StatusMessage": message,
-                                                   "StartTime": data.get("CreationTime")}]
+        data["SecondaryStatus"] = secondary = secondary or _SECONDARY.get(status, status)
+        message = spec.pop("message", None) or _SECONDARY_MESSAGES.get(secondary, "")
+        data["SecondaryStatusTransitions"] = [{"Status": secondary, "StatusMessage": message,
+                                               "StartTime": data.get("CreationTime")}]
     reason = spec.pop("failure_reason", None)
     if reason is not None:
         data["FailureReason"] = reason
