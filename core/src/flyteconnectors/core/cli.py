@@ -106,8 +106,14 @@ def list_(config_file: str | None, as_json: bool, **flags: Any) -> None:
 
     from flyteconnectors.core.host.app import build_registry
 
-    logging.getLogger("flyteconnectors").setLevel(logging.CRITICAL)  # the listing shows the errors
-    registry = build_registry(_load(config_file, flags))
+    settings = _load(config_file, flags)
+    quiet = logging.getLogger("flyteconnectors")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # the listing itself shows the load errors
+    try:
+        registry = build_registry(settings)
+    finally:
+        quiet.setLevel(level)
     failed = any(not entry.loaded for entry in registry.packages.values())
     if as_json:
         import json

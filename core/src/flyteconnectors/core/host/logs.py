@@ -54,15 +54,11 @@ def install_redaction(logger: logging.Logger | None = None) -> int:
     return added
 
 
-_factory_installed = False
-
-
 def _install_record_factory() -> None:
     """Mask secrets in every record as it is made, so handlers added later by libraries are covered too."""
-    global _factory_installed
-    if _factory_installed:
-        return
     previous = logging.getLogRecordFactory()
+    if getattr(previous, "_flyteconnectors_redacting", False):
+        return
     redacting = RedactingFilter()
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -70,8 +66,8 @@ def _install_record_factory() -> None:
         redacting.filter(record)
         return record
 
+    factory._flyteconnectors_redacting = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
-    _factory_installed = True
 
 
 def configure_logging(log_format: str = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
