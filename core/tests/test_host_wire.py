@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
 
 import grpc
 import pytest
 from flyteidl.admin import agent_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from toy import JOBS, Echo, LoggingJob, ToyConfig, ToyJob, ToyMeta
+from toy import JOBS, Echo, EchoConfig, LoggingJob, ToyConfig, ToyJob, ToyMeta
 
-from flyteconnectors.core import AsyncConnector, CallContext, Resource, TaskContext
+from flyteconnectors.core import AsyncConnector, CallContext, Resource, SyncConnector, TaskContext
 from flyteconnectors.core.dispatcher import DispatcherOptions
 from flyteconnectors.core.testing import builders
 from flyteconnectors.core.testing.host import HostThread, PropellerClient
@@ -47,9 +49,25 @@ class Exploding(AsyncConnector[ToyConfig, ToyMeta]):
         raise NotImplementedError
 
 
+class Patient(SyncConnector[EchoConfig]):
+    """A sync connector awaiting a slow service; records whether its call was cancelled."""
+
+    name = "Patient"
+    task_type = "toy_patient"
+    cancelled: ClassVar[threading.Event] = threading.Event()
+
+    async def do(self, task: TaskContext[EchoConfig]) -> Resource:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            Patient.cancelled.set()
+            raise
+        return Resource.succeeded()
+
+
 @pytest.fixture(scope="module")
 def host():
-    with HostThread([ToyJob, ToyJobV2, Echo, LoggingJob, Exploding]) as running:
+    with HostThread([ToyJob, ToyJobV2, Echo, LoggingJob, Exploding, Patient]) as running:
         yield running
 
 
@@ -77,7 +95,7 @@ def assert_one_line_without_traceback(details: str) -> None:
 def test_list_agents_lists_every_task_type_in_both_fields_with_is_sync(client):
     agents = {a.name: a for a in client.list_agents()}
 
-    assert set(agents) == {"Toy", "Echo", "Toy with logs", "Exploding"}
+    assert set(agents) == {"Toy", "Echo", "Toy with logs", "Exploding", "Patient"}
     assert [(c.name, c.version) for c in agents["Toy"].supported_task_categories] == [("toy_job", 0), ("toy_job", 2)]
     # The deprecated list, which Propeller still reads, names each task type once.
     assert list(agents["Toy"].supported_task_types) == ["toy_job"]
@@ -160,6 +178,16 @@ def test_get_logs_of_a_connector_without_logs_is_unimplemented(host, client):
     request = agent_pb2.GetTaskLogsRequest(task_type="toy_job", resource_meta=meta)
     with pytest.raises(grpc.RpcError) as err:
         list(host.async_stub.GetTaskLogs(request, timeout=5))
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert_one_line_without_traceback(err.value.details())
+
+
+def test_get_task_metrics_of_a_connector_without_metrics_is_unimplemented(host, client):
+    template = toy_template(steps=("RUNNING",))
+    meta = client.create(template, {"x": 1}, ident=ident())
+    with pytest.raises(grpc.RpcError) as err:
+        host.async_stub.GetTaskMetrics(agent_pb2.GetTaskMetricsRequest(task_type="toy_job", resource_meta=meta),
+                                       timeout=5)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert_one_line_without_traceback(err.value.details())
 
@@ -258,6 +286,15 @@ def test_sync_call_slower_than_the_deadline_fails_clearly(host):
     assert "deadline" in resource.message
 
 
+def test_a_client_that_goes_away_cancels_the_connector_call(host):
+    Patient.cancelled.clear()
+    call = host.sync_stub.ExecuteTaskSync(iter(builders.sync_messages(builders.task_template("toy_patient", {}))),
+                                          timeout=10)
+    time.sleep(0.3)
+    call.cancel()
+    assert Patient.cancelled.wait(2)
+
+
 # ------------------------------------------------------------------------------------------ health, reflection
 def test_health_reports_serving_for_the_server_and_each_service(host):
     stub = health_pb2_grpc.HealthStub(host.channel)
@@ -308,3 +345,32 @@ def test_two_replicas_serve_one_job_alternately():
         assert on_a.get(template, meta).phase == RUNNING
         on_a.delete(template, meta)
         assert on_b.get(template, meta).phase == ABORTED
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_metrics_endpoint_exposes_calls_latency_loop_lag_and_executor_saturation(host, client):
+    import socket
+    import urllib.request
+
+    from flyteconnectors.core.host.app import start_metrics_server
+    from flyteconnectors.core.host.settings import HostSettings
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = start_metrics_server(HostSettings(metrics_port=port, metrics_bind="127.0.0.1"))
+    try:
+        client.execute_sync(echo_template(), {"text": "m"}, ident=ident())
+        client.create(toy_template(steps=("DONE",)), {"x": 1}, ident=ident())  # a plain def: uses the executor
+        time.sleep(0.1)  # let the loop watchdog tick
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        server.shutdown()
+    samples = {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    assert samples['flyteconnectors_requests_total{operation="do",outcome="ok",task_type="toy_echo"}'] >= 1
+    assert samples['flyteconnectors_request_seconds_count{operation="create",task_type="toy_job"}'] >= 1
+    assert 'flyteconnectors_in_flight{operation="do",task_type="toy_echo"}' in samples
+    assert samples["flyteconnectors_event_loop_lag_seconds_count"] > 0
+    assert samples['flyteconnectors_executor_threads{connector="local"}'] == 64
+    assert 'flyteconnectors_executor_busy_threads{connector="local"}' in samples

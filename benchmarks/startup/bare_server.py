@@ -1,0 +1,38 @@
+"""The floor for start-up benchmarks: a bare grpc.aio server answering a constant ListAgents.
+
+    python benchmarks/startup/bare_server.py PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import grpc
+from flyteidl.admin import agent_pb2
+from flyteidl.service import agent_pb2_grpc
+
+AGENTS = agent_pb2.ListAgentsResponse(agents=[agent_pb2.Agent(
+    name="Bare", supported_task_types=["bare"], supported_task_categories=[agent_pb2.TaskCategory(name="bare")]
+)])
+
+
+class Metadata(agent_pb2_grpc.AgentMetadataServiceServicer):
+    async def ListAgents(self, request: agent_pb2.ListAgentsRequest, context: object) -> agent_pb2.ListAgentsResponse:
+        return AGENTS
+
+
+async def main(port: int) -> None:
+    server = grpc.aio.server()
+    agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(Metadata(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1])))
