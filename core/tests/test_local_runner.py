@@ -17,8 +17,15 @@ from local_examples.inproc import CALLS, ScriptConfig, ScriptedJob
 from local_examples.toy_service import ToyFake
 from rich.console import Console
 
+from flyteconnectors.core import ConnectorSettings
 from flyteconnectors.core.host.wire_v1 import request_from_template
-from flyteconnectors.core.local import ConnectorTask, ConnectorTaskFailed, ConnectorTaskTimedOut, LocalRunner
+from flyteconnectors.core.local import (
+    ConnectorTask,
+    ConnectorTaskFailed,
+    ConnectorTaskTimedOut,
+    LocalRunner,
+    PollPolicy,
+)
 from flyteconnectors.core.local.display import PlainDisplay, RichDisplay
 from flyteconnectors.core.local.tasks import _identity
 from flyteconnectors.core.testing import builders
@@ -43,18 +50,19 @@ def test_workflow_of_all_task_kinds_runs_against_the_fake_with_the_configured_en
     assert {e.headers["authorization"] for e in toy_fake.journal} == {f"Bearer {TOKEN}"}
 
 
-def test_first_status_check_is_immediate_then_the_pause_doubles_up_to_the_cap() -> None:
-    step = scripted("steps", phases=["RUNNING"] * 7 + ["SUCCEEDED"])
+def test_first_status_check_is_immediate_then_the_pause_doubles_up_to_the_cap(runner: LocalRunner) -> None:
+    runner.poll = PollPolicy(initial=0.04, factor=2.0, cap=0.12)
+    step = scripted("steps", phases=["RUNNING"] * 5 + ["SUCCEEDED"])
 
     assert step(a=1, b=2) == 3
 
     (created,) = CALLS.times("create")
     polls = CALLS.times("get")
-    assert len(polls) == 8
-    assert polls[0] - created < 0.02  # no sleep before the first check
+    assert len(polls) == 6
+    assert polls[0] - created < 0.03  # no pause before the first check
     gaps = [b - a for a, b in itertools.pairwise(polls)]
-    assert gaps[0] < 0.03 and gaps[3] > gaps[0] * 3  # 5 ms, 10, 20, 40, then the 50 ms cap
-    assert max(gaps) < 0.05 + 0.03
+    assert [round(g, 2) >= want for g, want in zip(gaps, [0.04, 0.08, 0.12, 0.12, 0.12], strict=True)] == [True] * 5
+    assert max(gaps) < 0.12 + 0.1  # capped
 
 
 def test_a_failed_job_fails_the_task_with_the_services_message() -> None:
@@ -78,7 +86,7 @@ def test_the_task_timeout_deletes_the_remote_job_and_fails_clearly() -> None:
                                                     r"was cancelled"):
         slow(a=1, b=1)
 
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 2.0  # 0.3 s, plus the cancel; not a poll cycle of seconds
     assert CALLS.ops()[0] == "create" and CALLS.ops()[-1] == "delete"
 
 
@@ -148,3 +156,30 @@ def test_plain_display_logs_each_change_once(runner: LocalRunner) -> None:
     lines = out.getvalue().splitlines()
     assert [line.split(": ", 1)[1].split(" ")[0] for line in lines] == ["QUEUED", "log", "RUNNING", "SUCCEEDED"]
     assert lines[1].endswith("https://scripted.example/" + lines[1].rsplit("/", 1)[1])
+
+
+def test_modules_from_the_environment_are_served_with_their_packages_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    modules = "toy=local_examples.toy_service:CONNECTORS, broken=local_examples.nope"
+    monkeypatch.setenv("FLYTECONNECTORS_MODULES", modules)
+    monkeypatch.setenv("FLYTECONNECTORS_TOY_ENDPOINT", "http://127.0.0.1:4567")
+
+    registry = LocalRunner.from_environment().dispatcher.registry
+
+    assert registry.get("toy-job").settings.endpoint == "http://127.0.0.1:4567"
+    assert "No module named 'local_examples.nope'" in (registry.packages["broken"].error or "")
+
+
+def test_bad_connector_settings_fail_the_task_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    class StrictSettings(ConnectorSettings):
+        retries: int = 1
+
+    class Strict(ScriptedJob):
+        task_type = "strict-job"
+        settings_model = StrictSettings
+
+    # Not installed nor in FLYTECONNECTORS_MODULES: served under the package its module names.
+    monkeypatch.setenv("FLYTECONNECTORS_TEST_LOCAL_RUNNER_RETRIES", "many")
+    strict = ConnectorTask("strict", Strict, ScriptConfig(), inputs={"a": int, "b": int}, outputs={"total": int})
+
+    with pytest.raises(ConnectorTaskFailed, match="FLYTECONNECTORS_TEST_LOCAL_RUNNER_RETRIES"):
+        strict(a=1, b=2)

@@ -82,15 +82,14 @@ class RichDisplay:
     """A live status line (spinner, phase, message, elapsed) that is replaced by one summary line at the end."""
 
     def __init__(self, label: str, console: Any = None) -> None:
-        from rich.console import Console
-
         self.label = label
-        self.console = console or Console(stderr=True)
+        self.console = console or _stderr_console()
         self._phase = Phase.QUEUED
         self._message = "creating the job"
         self._links: set[LogLink] = set()
         self._start = time.monotonic()
         self._live: Any = None
+        self._spinner: Any = None
         self._lock = threading.Lock()
 
     def _renderable(self) -> Any:
@@ -101,19 +100,25 @@ class RichDisplay:
             (self.label, "bold"), "  ", (self._phase.name, _STYLE.get(self._phase, "cyan")),
             f"  {time.monotonic() - self._start:.1f}s", ("  " + self._message if self._message else "", "dim"),
         )
-        return Spinner("dots", text=text)
+        if self._spinner is None:
+            self._spinner = Spinner("dots", text=text)
+        else:
+            self._spinner.update(text=text)
+        return self._spinner
 
     def started(self) -> None:
-        from rich.live import Live
-
         self._start = time.monotonic()
-        self._live = Live(self._renderable(), console=self.console, transient=True, refresh_per_second=8,
-                          get_renderable=self._renderable)
-        self._live.start()
 
     def update(self, phase: Phase, message: str, log_links: list[LogLink]) -> None:
         with self._lock:
             self._phase, self._message = phase, message
+            if self._live is None and not phase.is_terminal:
+                # Started lazily: a job done at its first check never pays for the live display's thread.
+                from rich.live import Live
+
+                self._live = Live(console=self.console, transient=True, refresh_per_second=8,
+                                  get_renderable=self._renderable)
+                self._live.start()
             for link in log_links:
                 if link not in self._links:
                     self._links.add(link)
@@ -124,13 +129,27 @@ class RichDisplay:
         self.console.print(f"  [dim]{self.label}[/dim] {text}", highlight=False)
 
     def finished(self, phase: Phase, message: str) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+        with self._lock:
+            if self._live is not None:
+                self._live.stop()
+                self._live = None
         mark = "[green]✓[/green]" if phase is Phase.SUCCEEDED else "[red]✗[/red]"
         elapsed = time.monotonic() - self._start
         tail = f"  [dim]{message}[/dim]" if message else ""
         self.console.print(f"{mark} [bold]{self.label}[/bold]  {phase.name} in {elapsed:.2f}s{tail}", highlight=False)
+
+
+_CONSOLE: Any = None
+
+
+def _stderr_console() -> Any:
+    """One console per process: building one costs more than a fast task's whole local overhead."""
+    global _CONSOLE
+    if _CONSOLE is None:
+        from rich.console import Console
+
+        _CONSOLE = Console(stderr=True)
+    return _CONSOLE
 
 
 _STYLE = {Phase.SUCCEEDED: "green", Phase.FAILED: "red", Phase.RETRYABLE_FAILED: "red", Phase.ABORTED: "yellow"}

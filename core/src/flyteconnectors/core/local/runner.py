@@ -134,7 +134,9 @@ class LocalRunner:
             return
         with self._lock:
             if TaskCategory(connector.task_type, connector.task_version) not in dict(registry.categories()):
-                registry.register(connector, package=connector.package or package_of(connector.__module__))
+                # The class's own package, not one inherited from a registered base class.
+                package = vars(connector).get("package") or package_of(connector.__module__)
+                registry.register(connector, package=package)
 
     # ------------------------------------------------------------------ running a job
     def run(self, req: TaskRequest, *, timeout: float | None = None, display: Display | None = None) -> WireResource:

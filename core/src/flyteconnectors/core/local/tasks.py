@@ -36,6 +36,7 @@ from flytekit.models.literals import LiteralMap
 
 from flyteconnectors.core.config import TaskConfig
 from flyteconnectors.core.connector import Connector
+from flyteconnectors.core.errors import ConnectorError
 from flyteconnectors.core.host.wire_v1 import request_from_template
 from flyteconnectors.core.identity import ExecutionIdentity
 from flyteconnectors.core.local.display import display_for
@@ -193,7 +194,7 @@ def execute_locally(task: PythonTask[Any], connector: type[Connector[Any]], inpu
         resource = runner.run(req, timeout=timeout or None, display=display_for(task.name.rsplit(".", 1)[-1]))
     except LocalTimeout as err:
         raise ConnectorTaskTimedOut(f"{task.name} ({req.task_type}) {err}") from None
-    except LocalCallFailed as err:
+    except (LocalCallFailed, ConnectorError) as err:  # ConnectorError: e.g. bad FLYTECONNECTORS_<PKG>_* settings
         raise ConnectorTaskFailed(f"{task.name} ({req.task_type}) failed: {err}") from None
     if resource.phase is not Phase.SUCCEEDED:
         message = resource.message or "the service gave no reason"
