@@ -183,3 +183,16 @@ def test_list_shows_packages_task_types_versions_and_load_errors(monkeypatch):
             {"name": "Toy with logs", "task_type": "toy_logs", "task_version": 0, "sync": False, "secrets": []},
         ],
     }]
+
+
+def test_a_taken_port_fails_start_up_with_a_clear_exit_code(caplog):
+    from flyteconnectors.core.host.app import EXIT_CANNOT_START, run
+    from flyteconnectors.core.host.settings import HostSettings
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = run(HostSettings(bind="127.0.0.1", port=port, metrics_port=0, modules=["toy"]))
+    assert code == EXIT_CANNOT_START
+    assert f"cannot serve on 127.0.0.1:{port}" in caplog.text

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flyteconnectors.host")
 
+#: Exit code of a host that could not start serving (the supervisor does not restart such a worker).
+EXIT_CANNOT_START = 2
+
 
 # ---------------------------------------------------------------------------------------------- registry
 def parse_module_spec(spec: str) -> tuple[str, str, str]:
@@ -162,7 +165,13 @@ async def serve_async(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    await host.start()
+    try:
+        await host.start()
+    except RuntimeError as err:  # grpc refuses to bind: port taken, bad address
+        log.error("cannot serve on %s:%d: %s", settings.bind, settings.port, err)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        return EXIT_CANNOT_START
     metrics_server = None if worker else start_metrics_server(settings)
     served = registry.categories()
     security = "insecure"

@@ -46,7 +46,8 @@ class LoopWatchdog:
             self.max_lag = max(self.max_lag, lag)
             if lag > self.threshold:
                 self.stalls += 1
-                suspects = sorted(suspects_before | ON_LOOP_SEEN | {k for k, v in ON_LOOP.items() if v > 0}) or ["unknown"]
+                running = {k for k, v in ON_LOOP.items() if v > 0}
+                suspects = sorted(suspects_before | ON_LOOP_SEEN | running) or ["unknown"]
                 metrics.LOOP_STALLS.labels(suspects=",".join(suspects)[:200]).inc()
                 log.warning(
                     "event loop blocked for %.0f ms; async connector calls on the loop: %s. "

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 
+from flyteconnectors.core.host.app import EXIT_CANNOT_START
 from flyteconnectors.core.host.settings import HostSettings
 
 log = logging.getLogger("flyteconnectors.host")
@@ -103,6 +104,12 @@ class Supervisor:
                     if self.stopping:
                         del self.children[index]
                         code = code or (status if status > 0 else 0)
+                        continue
+                    if status == EXIT_CANNOT_START:
+                        log.error("worker %d could not start serving; stopping", index)
+                        del self.children[index]
+                        code = EXIT_CANNOT_START
+                        self._on_signal(signal.SIGTERM, None)
                         continue
                     tries = self.restarts.get(index, 0)
                     pause = _RESTART_BACKOFF[min(tries, len(_RESTART_BACKOFF) - 1)]
