@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +106,32 @@ def test_wheel_target_is_the_namespace_folder(pkg: Package) -> None:
     assert wheel.get("packages") == ["src/flyteconnectors"], (
         f"{pkg.name}: [tool.hatch.build.targets.wheel] packages must be ['src/flyteconnectors'] so the wheel holds "
         "flyteconnectors/<name>/ and no __init__.py above it")
+
+
+def test_connector_needing_a_newer_core_is_refused_and_listed(built: tuple[Path, Path, str], tmp_path: Path) -> None:
+    root, dist, _ = built
+    core_wheel = next(dist.glob("flyteconnectors_core-*.whl"))
+    (tmp_path / "core").mkdir()
+    shutil.copy2(root / "core" / "pyproject.toml", tmp_path / "core" / "pyproject.toml")
+    scaffold("future", tmp_path)
+    pyproject = tmp_path / "connectors" / "future" / "pyproject.toml"
+    text, count = re.subn(r'^dependencies = \["flyteconnectors-core>=[^"]*"\]',
+                          'dependencies = ["flyteconnectors-core>=99.0.0"]', pyproject.read_text(), flags=re.MULTILINE)
+    assert count == 1
+    pyproject.write_text(text)
+    future = tmp_path / "future-dist"
+    build(Package("future", tmp_path / "connectors" / "future"), future)
+    venv = tmp_path / "venv"
+    env = dict(os.environ, UV_COMPILE_BYTECODE="0")
+    subprocess.run([uv(), "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, env=env)
+    python = str(venv / "bin" / "python")
+    subprocess.run([uv(), "pip", "install", "--quiet", "--python", python, str(core_wheel)], check=True, env=env)
+    # pip would refuse the install; --no-deps stands for an environment that drifted (an upgrade of one side)
+    subprocess.run([uv(), "pip", "install", "--quiet", "--no-deps", "--python", python,
+                    *map(str, future.glob("*.whl"))], check=True, env=env)
+
+    result = subprocess.run([str(venv / "bin" / "flyteconnectors"), "list"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert "future" in result.stdout and "NOT LOADED" in result.stdout
+    assert "needs flyteconnectors-core>=99.0.0" in result.stdout

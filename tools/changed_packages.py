@@ -22,8 +22,10 @@ DOCS_ONLY = ("docs/",)
 
 def changed_files(base: str, root: Path = ROOT) -> list[str]:
     def git(*args: str) -> list[str]:
-        out = subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True).stdout
-        return [line for line in out.splitlines() if line]
+        result = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+        return [line for line in result.stdout.splitlines() if line]
 
     merge_base = git("merge-base", base, "HEAD")[0]
     files = git("diff", "--name-only", merge_base)  # committed since the base + uncommitted
