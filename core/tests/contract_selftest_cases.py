@@ -54,7 +54,7 @@ class LeaksSecret(ExampleJob):
 
 class BlocksTheLoop(ExampleJob):
     async def get(self, job, ctx):
-        time.sleep(0.4)  # a blocking call inside async def
+        time.sleep(1.0)  # a blocking call inside async def
         return ExampleJob.get(self, job, ctx)
 
 

@@ -20,22 +20,27 @@ CASES = [
 ]
 
 
+def _copy_suites(pytester):
+    """Copies under fresh module names, so they never clash with modules the running session imported."""
+    example = (HERE / "test_contract_example.py").read_text()
+    cases = (HERE / "contract_selftest_cases.py").read_text().replace(
+        "from test_contract_example import", "from selftest_example_contract import")
+    pytester.makepyfile(selftest_example_contract=example, selftest_broken_cases=cases)
+    pytester.syspathinsert()
+
+
 @pytest.mark.parametrize(("broken", "case"), CASES, ids=[c[0] for c in CASES])
 def test_broken_connector_fails_the_case_that_guards_it(pytester, broken, case):
-    for name in ("contract_selftest_cases.py", "test_contract_example.py"):
-        pytester.makepyfile(**{name[:-3]: (HERE / name).read_text()})
-    pytester.syspathinsert()
-    result = pytester.runpytest_inprocess("contract_selftest_cases.py", "-k", f"Test{broken} and {case}", "-p",
+    _copy_suites(pytester)
+    result = pytester.runpytest_inprocess("selftest_broken_cases.py", "-k", f"Test{broken} and {case}", "-p",
                                           "no:cacheprovider")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) + outcomes.get("errors", 0) + outcomes.get("error", 0) >= 1, result.stdout.str()
 
 
 def test_the_healthy_example_passes_the_cases_the_broken_ones_fail(pytester):
-    for name in ("contract_selftest_cases.py", "test_contract_example.py"):
-        pytester.makepyfile(**{name[:-3]: (HERE / name).read_text()})
-    pytester.syspathinsert()
+    _copy_suites(pytester)
     selection = " or ".join(case for _, case in CASES)
-    result = pytester.runpytest_inprocess("test_contract_example.py", "-k", f"TestExampleJob and ({selection})",
+    result = pytester.runpytest_inprocess("selftest_example_contract.py", "-k", f"TestExampleJob and ({selection})",
                                           "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=len({case for _, case in CASES}))
+    result.assert_outcomes(passed=2 * len({case for _, case in CASES}))  # over the v1 and v2 wires

@@ -54,13 +54,20 @@ class ClientCache:
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
-            closer = getattr(client, "aclose", None) or getattr(client, "close", None)
-            if closer is None:
-                continue
             try:
-                result = closer()
-                if inspect.isawaitable(result):
-                    await result
+                async_closer = getattr(client, "aclose", None)
+                if async_closer is not None and inspect.iscoroutinefunction(async_closer):
+                    await async_closer()
+                    continue
+                closer = getattr(client, "close", None)
+                if closer is None:
+                    continue
+                if inspect.iscoroutinefunction(closer):
+                    await closer()
+                else:  # a blocking close (an HTTP logout, a pool shutdown) must not stall the loop
+                    result = await asyncio.to_thread(closer)
+                    if inspect.isawaitable(result):
+                        await result
             except Exception as err:  # closing must not stop the drain
                 log.warning("closing %s failed: %s", type(client).__name__, err)
 

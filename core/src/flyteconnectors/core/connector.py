@@ -70,8 +70,8 @@ class Connector(Generic[C]):
     settings_model: ClassVar[type[ConnectorSettings]] = ConnectorSettings
     #: Secret names this connector may read (documented in ``flyteconnectors list``).
     secret_names: ClassVar[tuple[str, ...]] = ()
-    #: Set by the registry: the package (entry-point name) this connector came from.
-    package: ClassVar[str] = ""
+    #: Set on each instance by the registry: the package (entry-point name) it was registered from.
+    package: str = ""
     is_sync: ClassVar[bool] = False
 
     def __init__(self, settings: ConnectorSettings | None = None, clients: ClientCache | None = None) -> None:

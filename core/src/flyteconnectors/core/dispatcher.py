@@ -335,6 +335,21 @@ class Dispatcher:
         return await self._call(connector, "metrics", connector.get_metrics, job, ctx, deadline=None,  # type: ignore[attr-defined]
                                 retry=True)
 
+    async def warm_up(self, timeout: float = 60.0) -> list[str]:
+        """Build every registered connector and run its ``warm_up`` in its own thread pool. Returns problems."""
+        problems: list[str] = []
+
+        async def one(task_type: str, version: int) -> None:
+            try:
+                connector = self.registry.get(task_type, version)
+                await asyncio.wait_for(self.executors.run(connector, connector.warm_up), timeout)
+            except Exception as err:
+                problems.append(f"{task_type} v{version}: {type(err).__name__}: {redact(str(err))}")
+                log.warning("warm-up of %s failed: %s", task_type, problems[-1])
+
+        await asyncio.gather(*(one(c.name, c.version) for c, _ in self.registry.categories()))
+        return problems
+
     async def aclose(self) -> None:
         for connector in self.registry.instances():
             try:

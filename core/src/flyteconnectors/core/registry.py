@@ -82,6 +82,7 @@ class Registry:
         self.packages: dict[str, PackageEntry] = {}
         self._by_category: dict[TaskCategory, type[Connector[Any]]] = {}
         self._instances: dict[type[Connector[Any]], Connector[Any]] = {}
+        self._package_of: dict[type[Connector[Any]], str] = {}
         self._clients: dict[str, ClientCache] = {}
         self._settings_source = settings_source or (lambda package: {})
         self._lock = threading.Lock()
@@ -170,7 +171,7 @@ class Registry:
             if holder is not None and holder is not klass:
                 problems.append(
                     f"task type {category.name!r} v{category.version} of {klass.__name__} is already served by "
-                    f"{holder.__name__} from package {holder.package!r}"
+                    f"{holder.__name__} from package {self._package_of[holder]!r}"
                 )
                 continue
             accepted.append((category, klass))
@@ -179,7 +180,9 @@ class Registry:
             log.error("connector package %s skipped: %s", entry.package, entry.error)
             return
         for category, klass in accepted:
-            klass.package = entry.package
+            # The package is the registry's knowledge, not the class's: one class may be registered by several
+            # registries (tests, embedding) under different package names.
+            self._package_of[klass] = entry.package
             self._by_category[category] = klass
             entry.connectors.append(klass)
 
@@ -204,11 +207,16 @@ class Registry:
         with self._lock:
             instance = self._instances.get(klass)
             if instance is None:
-                settings = klass.settings_model.load(klass.package, self._settings_source(klass.package))
-                clients = self._clients.setdefault(klass.package, ClientCache())
+                package = self._package_of[klass]
+                settings = klass.settings_model.load(package, self._settings_source(package))
+                clients = self._clients.setdefault(package, ClientCache())
                 instance = klass(settings, clients)
+                instance.package = package
                 self._instances[klass] = instance
         return instance
+
+    def package_of(self, klass: type[Connector[Any]]) -> str:
+        return self._package_of[klass]
 
     def instances(self) -> list[Connector[Any]]:
         return list(self._instances.values())

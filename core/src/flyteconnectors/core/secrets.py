@@ -13,6 +13,7 @@ goes through the core.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -27,37 +28,68 @@ DEFAULT_SECRET_DIRS = ("/etc/secrets",)
 
 
 class Redactor:
-    """Masks every known secret value in text. Process-wide, thread-safe."""
+    """Masks every known secret value in text. Process-wide, thread-safe.
 
-    def __init__(self) -> None:
-        self._values: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
+    Values are kept longest first and replaced with ``str.replace``: adding one is cheap (no pattern to
+    recompile while holding the GIL), which matters when Flyte 2 sends secrets on every call.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._values: tuple[str, ...] = ()
+        self._known: set[str] = set()
         self._lock = threading.Lock()
+        self._limit = limit
 
     def add(self, value: str | None) -> None:
-        if not value or len(value) < 4:
+        if not value or len(value) < 4 or value in self._known:
             return
+        parts = {value} | _secret_parts(value)
         with self._lock:
-            if value in self._values:
+            new = parts - self._known
+            if not new:
                 return
-            self._values.add(value)
-            # Multi-line values (PEM keys) are also masked line by line.
-            for line in value.splitlines():
-                if len(line.strip()) >= 8:
-                    self._values.add(line.strip())
-            ordered = sorted(self._values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+            self._known |= new
+            values = sorted(self._known, key=len, reverse=True)
+            if len(values) > self._limit:  # bounded: the oldest short ones matter least
+                values = values[: self._limit]
+                self._known = set(values)
+            self._values = tuple(values)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._values)
 
     def redact(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is None or not text:
+        if not text:
             return text
-        return pattern.sub(MASK, text)
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, MASK)
+        return text
 
     def clear(self) -> None:
         with self._lock:
-            self._values.clear()
-            self._pattern = None
+            self._values = ()
+            self._known = set()
+
+
+def _secret_parts(value: str) -> set[str]:
+    """Pieces of a secret that may show up on their own: lines of a PEM key, string fields of a JSON key file."""
+    parts = {line.strip() for line in value.splitlines() if len(line.strip()) >= 8}
+    if value.lstrip().startswith("{"):
+        try:
+            data = json.loads(value)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            for field, item in data.items():
+                if isinstance(item, str) and len(item) >= 12 and _SENSITIVE_JSON.search(field):
+                    parts.add(item)
+                    parts |= {line.strip() for line in item.splitlines() if len(line.strip()) >= 8}
+    return parts
+
+
+_SENSITIVE_JSON = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
 
 
 REDACTOR = Redactor()
@@ -71,7 +103,7 @@ class RedactingFilter(logging.Filter):
     """A logging filter that masks secrets in the formatted message and the exception text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if REDACTOR._pattern is None:
+        if not REDACTOR.active:
             return True
         message = record.getMessage()
         redacted = REDACTOR.redact(message)

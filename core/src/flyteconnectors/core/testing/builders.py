@@ -14,6 +14,8 @@ from flyteconnectors.core import literals
 from flyteconnectors.core.identity import ExecutionIdentity
 
 S = types_pb2.SimpleType
+#: The output_prefix the builders use unless told otherwise (Propeller's node-attempt data dir).
+OUTPUT_PREFIX = "s3://bucket/metadata/n0/0"
 
 _PY_TYPES: dict[Any, types_pb2.LiteralType] = {
     int: types_pb2.LiteralType(simple=S.INTEGER),
@@ -133,7 +135,7 @@ def create_request(
     inputs: Mapping[str, Any] | literals_pb2.LiteralMap | None = None,
     *,
     ident: ExecutionIdentity | None = None,
-    output_prefix: str = "s3://bucket/metadata/n0/0",
+    output_prefix: str = OUTPUT_PREFIX,
 ) -> agent_pb2.CreateTaskRequest:
     if not isinstance(inputs, literals_pb2.LiteralMap):
         types = {n: v.type for n, v in template.interface.inputs.variables.items()}
@@ -145,7 +147,7 @@ def create_request(
 
 
 def get_request(template: tasks_pb2.TaskTemplate, resource_meta: bytes,
-                output_prefix: str = "s3://bucket/metadata/n0/0") -> agent_pb2.GetTaskRequest:
+                output_prefix: str = OUTPUT_PREFIX) -> agent_pb2.GetTaskRequest:
     """GetTask exactly as Propeller sends it: deprecated task_type still filled, plus task_category."""
     return agent_pb2.GetTaskRequest(
         task_type=template.type,
@@ -168,7 +170,7 @@ def sync_messages(
     inputs: Mapping[str, Any] | None = None,
     *,
     ident: ExecutionIdentity | None = None,
-    output_prefix: str = "s3://bucket/metadata/n0/0",
+    output_prefix: str = OUTPUT_PREFIX,
 ) -> list[agent_pb2.ExecuteTaskSyncRequest]:
     """The two ExecuteTaskSync messages Propeller sends: the header, then the inputs (wire reference §2.5)."""
     req = create_request(template, inputs, ident=ident, output_prefix=output_prefix)

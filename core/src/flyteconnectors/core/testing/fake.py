@@ -269,8 +269,14 @@ class FakeService:
             return script
 
     # ----------------------------------------------------------------- faults and latency
+    def fault_body(self, status: int) -> Any:
+        """The body of an injected error response. Override to speak the service's error format (SDKs parse it)."""
+        return {"error": f"injected fault (HTTP {status})"}
+
     def inject_fault(self, status: int | None = 500, **kwargs: Any) -> Fault:
         fault = Fault(status=status, **kwargs)
+        if fault.body is None and status is not None:
+            fault.body = self.fault_body(status)
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -462,6 +468,8 @@ class FakeService:
 def _make_handler(service: FakeService) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Without it every small response waits ~40 ms for the client's delayed ACK (Nagle).
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

@@ -44,11 +44,7 @@ class HostThread:
             registry = Registry(lambda pkg: settings.get(pkg, {}))
             classes = list(connectors)
             if classes:
-                by_package: dict[str, list[type[Connector[Any]]]] = {}
-                for klass in classes:
-                    by_package.setdefault(klass.package or package, []).append(klass)
-                for pkg, group in by_package.items():
-                    registry.register(*group, package=pkg)
+                registry.register(*classes, package=package)
         self.registry = registry
         self.dispatcher = Dispatcher(
             registry,
@@ -67,6 +63,8 @@ class HostThread:
     def __enter__(self) -> HostThread:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.host.start(), self.loop).result(30)
+        # As the real host does before it reports SERVING: heavy SDK imports happen now, not in a test's call.
+        asyncio.run_coroutine_threadsafe(self.dispatcher.warm_up(), self.loop).result(120)
         self.channel = grpc.insecure_channel(self.address)
         return self
 
@@ -113,19 +111,21 @@ class PropellerClient:
         request = builders.create_request(template, inputs, **kw)
         return self.async_stub.CreateTask(request, timeout=self.timeout).resource_meta  # type: ignore[no-any-return]
 
-    def get(self, template: Any, meta: bytes) -> agent_pb2.Resource:
-        return self.async_stub.GetTask(builders.get_request(template, meta), timeout=self.timeout).resource
+    def get(self, template: Any, meta: bytes, output_prefix: str = builders.OUTPUT_PREFIX) -> agent_pb2.Resource:
+        request = builders.get_request(template, meta, output_prefix)
+        return self.async_stub.GetTask(request, timeout=self.timeout).resource
 
     def delete(self, template: Any, meta: bytes) -> None:
         self.async_stub.DeleteTask(builders.delete_request(template, meta), timeout=self.timeout)
 
     def poll(self, template: Any, meta: bytes, *, interval: float = 0.02, limit: float = 30.0,
-             max_polls: int = 10_000) -> tuple[agent_pb2.Resource, list[agent_pb2.Resource]]:
+             max_polls: int = 10_000, output_prefix: str = builders.OUTPUT_PREFIX,
+             ) -> tuple[agent_pb2.Resource, list[agent_pb2.Resource]]:
         """GetTask until a terminal phase; returns the last resource and every one seen."""
         seen = []
         end = time.monotonic() + limit
         for _ in range(max_polls):
-            resource = self.get(template, meta)
+            resource = self.get(template, meta, output_prefix)
             seen.append(resource)
             if resource.phase in self.TERMINAL:
                 return resource, seen
@@ -135,8 +135,9 @@ class PropellerClient:
         raise TimeoutError(f"job did not finish in {limit}s; last phase {seen[-1].phase if seen else None}")
 
     def run(self, template: Any, inputs: Mapping[str, Any] | None = None, **kw: Any) -> agent_pb2.Resource:
+        """Create, then poll to a terminal phase. ``output_prefix`` (if given) goes on every call."""
         meta = self.create(template, inputs, **kw)
-        return self.poll(template, meta)[0]
+        return self.poll(template, meta, output_prefix=kw.get("output_prefix", builders.OUTPUT_PREFIX))[0]
 
     def execute_sync(self, template: Any, inputs: Mapping[str, Any] | None = None, **kw: Any) -> agent_pb2.Resource:
         responses = list(self.sync_stub.ExecuteTaskSync(iter(builders.sync_messages(template, inputs, **kw)),
@@ -196,12 +197,12 @@ class Flyte2Client(PropellerClient):
         )
         return self.v2_stub.CreateTask(request, timeout=self.timeout).resource_meta  # type: ignore[no-any-return]
 
-    def get(self, template: Any, meta: bytes) -> agent_pb2.Resource:
+    def get(self, template: Any, meta: bytes, output_prefix: str = builders.OUTPUT_PREFIX) -> agent_pb2.Resource:
         from flyteidl2.connector import connector_pb2
 
         answer = self.v2_stub.GetTask(
             connector_pb2.GetTaskRequest(resource_meta=meta, task_category=self._category(template),
-                                         output_prefix="s3://bucket/metadata/n0/0",
+                                         output_prefix=output_prefix,
                                          connection=self._connection(template)),
             timeout=self.timeout,
         )
