@@ -141,8 +141,9 @@ def list_(config_file: str | None, as_json: bool, **flags: Any) -> None:
         click.echo(f"{entry.package}" + (f" ({origin})" if origin else "") + f": {status}")
         for klass in entry.connectors:
             mode = "sync " if klass.is_sync else "async"
-            secrets = f"  secrets: {', '.join(klass.secret_names)}" if klass.secret_names else ""
-            click.echo(f"  {klass.task_type:<32} v{klass.task_version}  {mode}  {klass.name}{secrets}")
+            click.echo(f"  {klass.task_type:<32} v{klass.task_version}  {mode}  {klass.name}")
+            if klass.secret_names:
+                click.echo(f"  {'':<32}     secrets: {', '.join(klass.secret_names)}")
     if not registry.packages:
         click.echo("no connector packages installed")
     sys.exit(1 if failed else 0)

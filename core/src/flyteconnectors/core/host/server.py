@@ -76,9 +76,10 @@ class Host:
             self.port = server.add_secure_port(address, creds)
         else:
             self.port = server.add_insecure_port(address)
+        # Every service is SERVING from the first accepted connection (probes may ask for one by name).
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         await server.start()
         self.server = server
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.watchdog.start()
         log.debug("serving %d task types on port %d", len(self.dispatcher.registry.categories()), self.port)
         return self.port
