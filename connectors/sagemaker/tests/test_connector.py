@@ -28,10 +28,8 @@ from flyteconnectors.core.testing import builders
 from flyteconnectors.core.testing.host import HostThread, PropellerClient
 from flyteconnectors.sagemaker.connector import (
     CONNECTORS,
-    ENDPOINT_STATES,
     KEY_TAG,
     TRAINING_PROGRESS,
-    TRAINING_STATES,
     TrainingJob,
 )
 from flyteconnectors.sagemaker.fake import SageMakerFake
@@ -91,14 +89,6 @@ def test_failed_training_job_surfaces_secondary_status_and_failure_reason(propel
     final, _ = propeller.poll(task, propeller.create(task, TRAINING_INPUTS))
     assert final.phase == Phase.FAILED
     assert "AlgorithmError: CUDA out of memory" in final.message
-
-
-@pytest.mark.parametrize("status", sorted(TRAINING_STATES.states))
-def test_every_training_status_maps_to_its_phase(propeller: PropellerClient, fake: SageMakerFake, status: str):
-    fake.script_next_job(status)
-    task = training_task()
-    first = propeller.get(task, propeller.create(task, TRAINING_INPUTS))
-    assert first.phase == TRAINING_STATES.table[status]
 
 
 def test_every_secondary_status_of_a_running_training_job_maps_to_its_phase(propeller: PropellerClient,
@@ -315,17 +305,6 @@ def test_endpoint_deployment_creates_model_config_and_endpoint_then_waits(propel
     assert (fake.names("model"), fake.names("endpoint-config"), fake.names("endpoint")) == ([name], [name], [name])
     (model,) = calls(fake, "CreateModel")
     assert body(model)["PrimaryContainer"]["ModelDataUrl"] == MODEL_INPUTS["model"]
-
-
-@pytest.mark.parametrize("status", sorted(ENDPOINT_STATES.states))
-def test_every_endpoint_status_maps_to_its_phase(propeller: PropellerClient, fake: SageMakerFake, status: str):
-    # flytekit's endpoint connector raised KeyError on Updating, SystemUpdating, RollingBack, Deleting, OutOfService.
-    fake.script_next_job({"status": status, "failure_reason": "why"})
-    task = deploy_task()
-    first = propeller.get(task, propeller.create(task, MODEL_INPUTS))
-    assert first.phase == ENDPOINT_STATES.table[status]
-    if first.phase == Phase.FAILED:
-        assert "why" in first.message
 
 
 def test_abort_tears_down_only_what_the_deployment_created(propeller: PropellerClient, fake: SageMakerFake, sm: Any):

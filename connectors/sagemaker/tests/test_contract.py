@@ -21,6 +21,11 @@ from flyteconnectors.core import Phase
 from flyteconnectors.core.testing.contract import AsyncContract, SyncContract
 from flyteconnectors.core.testing.fake import FakeService
 from flyteconnectors.sagemaker.connector import (
+    ENDPOINT_STATES,
+    PROCESSING_STATES,
+    TRAINING_STATES,
+    TRANSFORM_STATES,
+    TUNING_STATES,
     CreateModel,
     EndpointDeployment,
     InvokeEndpoint,
@@ -237,3 +242,16 @@ def _deploy(fake: SageMakerFake, name: str) -> None:
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     with fake.lock:
         fake.journal.clear()
+
+
+@pytest.mark.parametrize(("suite", "states"), [
+    (TestTrainingJob, TRAINING_STATES), (TestProcessingJob, PROCESSING_STATES), (TestTransformJob, TRANSFORM_STATES),
+    (TestTuningJob, TUNING_STATES), (TestEndpointDeployment, ENDPOINT_STATES),
+])
+def test_state_cases_walk_every_status_of_the_state_map(suite: Any, states: Any):
+    scripted = {steps[0]["status"] if isinstance(steps[0], dict) else steps[0] for steps, _ in suite.state_cases}
+    assert scripted == set(states.states)
+    for steps, phase in suite.state_cases:
+        status = steps[0]["status"] if isinstance(steps[0], dict) else steps[0]
+        refined = isinstance(steps[0], dict) and "secondary_status" in steps[0]
+        assert refined or phase == states.table[status], f"{status}: the case expects {phase.name}"

@@ -449,7 +449,8 @@ class _SageMaker:
         ))
 
     def _create_or_adopt(self, client: Any, task: TaskContext[Any], kind: str, create: str, describe: str,
-                         name_field: str, arn_field: str, request: dict[str, Any]) -> str:
+                         name_field: str, arn_field: str, request: dict[str, Any],
+                         field: str = "request_overrides") -> str:
         """Create a resource, or adopt the one a previous try of this attempt created. Returns its ARN.
 
         A conflict ("ResourceInUse", "Cannot create already existing ...") is never taken as success by
@@ -457,7 +458,7 @@ class _SageMaker:
         """
         aws = _aws()
         name = request[name_field]
-        with aws.aws_errors(create, field="request_overrides"):
+        with aws.aws_errors(create, field=field):
             try:
                 return str(getattr(client, _snake(create))(**request)[arn_field])
             except aws.ClientError as err:
@@ -534,7 +535,7 @@ class _JobConnector(_SageMaker, AsyncConnector[C, JobRef]):
         if self.log_group:
             links.append(_cloudwatch(job.region, self.log_group, job.name))
         outputs = None
-        if self.states.phase(status) is Phase.SUCCEEDED:
+        if status in self.states and self.states.table[status] is Phase.SUCCEEDED:
             outputs = {"job_arn": found.get(self.arn_field, ""), "job_name": job.name, **self.outputs(found)}
         resource = self.states.resource(status, self.message(found), outputs=outputs, log_links=links,
                                         custom_info={"arn": found.get(self.arn_field, "")})
@@ -785,7 +786,7 @@ class EndpointDeployment(_SageMaker, AsyncConnector[EndpointConfig, EndpointRef]
                     "ModelName": base, "ExecutionRoleArn": spec.role_arn, "Tags": tags,
                     "PrimaryContainer": _clean({"Image": spec.image, "ModelDataUrl": spec.model_data_url,
                                                 "Environment": dict(spec.environment)}),
-                })
+                }, field="model")
                 created.append("model")
             else:
                 try:
@@ -802,11 +803,12 @@ class EndpointDeployment(_SageMaker, AsyncConnector[EndpointConfig, EndpointRef]
                 variant.update(InstanceType=config.instance_type, InitialInstanceCount=config.initial_instance_count)
             self._create_or_adopt(client, task, "endpoint configuration", "CreateEndpointConfig",
                                   "DescribeEndpointConfig", "EndpointConfigName", "EndpointConfigArn",
-                                  {"EndpointConfigName": base, "ProductionVariants": [variant], "Tags": tags})
+                                  {"EndpointConfigName": base, "ProductionVariants": [variant], "Tags": tags},
+                                  field="instance_type")
             created.append("endpoint-config")
             self._create_or_adopt(client, task, "endpoint", "CreateEndpoint", "DescribeEndpoint", "EndpointName",
                                   "EndpointArn", {"EndpointName": endpoint_name, "EndpointConfigName": base,
-                                                  "Tags": tags})
+                                                  "Tags": tags}, field="endpoint_name")
             created.append("endpoint")
         except (JobRejected, InvalidTaskConfig):
             # The task fails for good and Flyte will not call delete: remove what this call set up.
