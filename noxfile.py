@@ -158,7 +158,7 @@ def new_connector(session: nox.Session) -> None:
     """nox -s new-connector -- <name>: scaffold connectors/<name> from _template/connector/."""
     if not session.posargs:
         session.error("usage: nox -s new-connector -- <name> [--class-name Name]")
-    session.install("ruff", TOMLI)
+    session.install(TOMLI)
     session.run("python", "-m", "tools.new_connector", *session.posargs)
 
 

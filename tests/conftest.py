@@ -35,6 +35,13 @@ def copy_repo(dest: Path, minimum_connectors: int = 0) -> Path:
     return dest
 
 
+def scaffold_alone(root: Path, name: str) -> Path:
+    """A scaffolded connector in an otherwise empty repository (only the core's pyproject, for its version)."""
+    (root / "core").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "core" / "pyproject.toml", root / "core" / "pyproject.toml")
+    return scaffold(name, root)
+
+
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     return copy_repo(tmp_path / "repo", minimum_connectors=2)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import copy_repo
+from conftest import copy_repo, scaffold_alone
 
 from tools import check_dist, structure
 from tools.new_connector import scaffold
@@ -109,11 +108,9 @@ def test_wheel_target_is_the_namespace_folder(pkg: Package) -> None:
 
 
 def test_connector_needing_a_newer_core_is_refused_and_listed(built: tuple[Path, Path, str], tmp_path: Path) -> None:
-    root, dist, _ = built
+    _, dist, _ = built
     core_wheel = next(dist.glob("flyteconnectors_core-*.whl"))
-    (tmp_path / "core").mkdir()
-    shutil.copy2(root / "core" / "pyproject.toml", tmp_path / "core" / "pyproject.toml")
-    scaffold("future", tmp_path)
+    scaffold_alone(tmp_path, "future")
     pyproject = tmp_path / "connectors" / "future" / "pyproject.toml"
     text, count = re.subn(r'^dependencies = \["flyteconnectors-core>=[^"]*"\]',
                           'dependencies = ["flyteconnectors-core>=99.0.0"]', pyproject.read_text(), flags=re.MULTILINE)

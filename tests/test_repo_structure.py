@@ -11,10 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, scaffold_alone
 
 from tools import structure
-from tools.new_connector import scaffold, sort_imports
 from tools.repo import connector_folders, load_toml, packages
 
 FOLDERS = connector_folders(ROOT)
@@ -82,9 +81,7 @@ BREAKAGES: dict[str, tuple[str, Callable[[Path], None]]] = {
 
 @pytest.fixture
 def synthetic(tmp_path: Path) -> Path:
-    (tmp_path / "core").mkdir()
-    shutil.copy2(ROOT / "core" / "pyproject.toml", tmp_path / "core" / "pyproject.toml")
-    return scaffold("widget", tmp_path)
+    return scaffold_alone(tmp_path, "widget")
 
 
 def test_scaffolded_package_follows_every_rule(synthetic: Path) -> None:
@@ -120,8 +117,9 @@ def test_structure_command_exits_non_zero_and_names_rule_and_folder(synthetic: P
     assert "[changelog] connectors/widget: has no CHANGELOG.md" in out
 
 
-def test_scaffolded_package_is_lint_clean(synthetic: Path) -> None:
-    assert sort_imports(synthetic), "ruff is needed for this test"
+@pytest.mark.parametrize("name", ["acme", "zeta"])  # imports sort before and after core
+def test_scaffolded_package_is_lint_clean(tmp_path: Path, name: str) -> None:
+    synthetic = scaffold_alone(tmp_path, name)
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or "ruff"
     result = subprocess.run([ruff, "check", "--config", str(ROOT / "pyproject.toml"), str(synthetic)],
                             capture_output=True, text=True)
