@@ -148,3 +148,11 @@ def test_files_and_datasets_are_uris():
 def test_a_wrong_output_type_names_the_output():
     with pytest.raises(LiteralConversionError, match=r"outputs\.count"):
         to_literal("many", builders.literal_type(int), "count")
+
+
+@pytest.mark.parametrize("blob", [b'{"job_id": "j1", "project": "p", "location": "US"}',
+                                  b"\x80\x04\x95\x1a\x00\x00\x00\x00\x00\x00\x00}\x94."])
+def test_metadata_from_flytekits_host_is_refused_with_the_cut_over_advice(blob):
+    with pytest.raises(InvalidResourceMeta, match="cannot be adopted") as err:
+        MetaCodec().decode(blob)
+    assert "drain" in str(err.value)

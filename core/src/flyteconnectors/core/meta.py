@@ -31,6 +31,14 @@ _CREDENTIAL_NAME = re.compile(
 )
 
 
+#: What we say about metadata another connector host wrote (flytekit's writes JSON or cloudpickle).
+FOREIGN = (
+    "as written by another connector host such as flytekit's (pyflyte serve connector): jobs started there "
+    "cannot be adopted by flyteconnectors; let them finish (drain that host) before switching, see "
+    "docs/migrating-from-flytekit.md"
+)
+
+
 class JobMeta(BaseModel):
     """Base of every connector's job metadata: the few fields needed to find the job again."""
 
@@ -113,8 +121,9 @@ class MetaCodec:
         if len(raw) > self.max_bytes * 4:
             raise InvalidResourceMeta(f"resource_meta is {len(raw)} bytes, far over the limit; not ours")
         if raw[:1] not in (b"{",):
-            hint = " (it looks like a pickle; flytekit-created jobs cannot be adopted)" if raw[:1] == b"\x80" else ""
-            raise InvalidResourceMeta(f"resource_meta is not a flyteconnectors envelope{hint}")
+            if raw[:1] == b"\x80":  # never unpickled: pickles execute code on load
+                raise InvalidResourceMeta(f"resource_meta is a pickle, {FOREIGN}")
+            raise InvalidResourceMeta("resource_meta is not a flyteconnectors envelope")
         try:
             outer = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as err:
@@ -135,6 +144,8 @@ class MetaCodec:
             except ValueError as err:
                 raise InvalidResourceMeta(f"signed resource_meta payload is not JSON: {err}") from None
         else:
+            if "v" not in outer and "m" not in outer:
+                raise InvalidResourceMeta(f"resource_meta is plain JSON without our envelope, {FOREIGN}")
             if self.keys:
                 raise InvalidResourceMeta("resource_meta is unsigned but this host requires signed metadata")
             body = outer
