@@ -473,3 +473,23 @@ def test_boto3_native_endpoint_variable_reaches_the_fake(fake: SageMakerFake, mo
         final, _ = propeller.poll(task, propeller.create(task, TRAINING_INPUTS))
     assert final.phase == Phase.SUCCEEDED
     assert len(fake.names("training")) == 1
+
+
+def test_loading_the_connectors_does_not_load_boto3():
+    import subprocess
+    import sys
+
+    code = ("import sys; import flyteconnectors.sagemaker, flyteconnectors.sagemaker.connector; "
+            "print(sorted(m for m in ('boto3', 'botocore', 'flytekit', 'moto') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
+def test_the_sandbox_spec_sets_up_its_cases(fake: SageMakerFake):
+    from flyteconnectors.sagemaker.sandbox import spec
+
+    sandbox = spec()
+    cases = sandbox.cases(fake)
+    assert {c.template.type for c in cases} == {c.task_type for c in CONNECTORS}
+    assert fake.names("endpoint") == ["sandbox-live"]  # the invocation case needs a live endpoint
+    assert sandbox.settings(fake)["endpoint_url"] == fake.url

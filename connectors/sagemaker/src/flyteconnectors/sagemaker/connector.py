@@ -879,8 +879,9 @@ class InvokeEndpoint(_SageMaker, SyncConnector[InvokeConfig]):
         if "json" in content_type.lower():
             with contextlib.suppress(ValueError):
                 outputs["response_json"] = json.loads(text)
-        return Resource.succeeded(outputs, custom_info={"endpoint": endpoint,
-                                                        "variant": answer.get("InvokedProductionVariant", "")})
+        return Resource.succeeded(outputs, log_links=[_console(region, f"endpoints/{endpoint}")],
+                                  custom_info={"endpoint": endpoint,
+                                               "variant": answer.get("InvokedProductionVariant", "")})
 
 
 def _payload(config: InvokeConfig, inputs: Mapping[str, Any]) -> bytes:
