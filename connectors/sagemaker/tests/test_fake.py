@@ -113,6 +113,14 @@ def test_the_fake_runs_standalone_with_its_control_api(tmp_path: Path):
         assert statuses == ["InProgress", "Completed"]
         with urllib.request.urlopen(f"{url}/_fake/requests", timeout=5) as answer:
             assert len(json.load(answer)) == 3
+        sm.create_training_job(TrainingJobName="tj2", **JOB)
+        sm.stop_training_job(TrainingJobName="tj2")
+        with urllib.request.urlopen(f"{url}/_fake/sagemaker/stopped", timeout=5) as answer:
+            assert json.load(answer) == ["training/tj2"]
+        respond = json.dumps({"endpoint": "e", "body": {"p": 1}}).encode()
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/_fake/sagemaker/respond", data=respond,
+                                                           method="POST"), timeout=5) as answer:
+            assert json.load(answer) == {"ok": True}
     finally:
         process.terminate()
         process.wait(10)

@@ -20,6 +20,10 @@ as they are, e.g. ``{"status": "Completed", "BestTrainingJob": {...}}``.
 
 Each fake instance keeps its resources in its own moto account (``x-moto-account-id``), so fakes in one process
 do not see each other's jobs.
+
+Control API (besides the toolkit's ``/_fake/{health,requests,reset,faults,latency,script}``):
+``POST /_fake/sagemaker/respond {"endpoint", "body", "content_type", "status"}`` sets an endpoint's answer, and
+``GET /_fake/sagemaker/stopped`` lists the jobs that received a stop.
 """
 
 from __future__ import annotations
@@ -159,6 +163,18 @@ class SageMakerFake(FakeService):
         }[kind]
         with self._moto_lock:
             return sorted(getattr(backend, store))
+
+    def _control(self, request: FakeRequest) -> FakeResponse:
+        # POST /_fake/sagemaker/respond {"endpoint": "e", "body": ..., "content_type": ..., "status": 200}
+        if request.method == "POST" and request.path.rstrip("/") == "/_fake/sagemaker/respond":
+            spec = request.json()
+            self.respond(spec["endpoint"], spec.get("body", ""), content_type=spec.get("content_type",
+                                                                                        "application/json"),
+                         status=int(spec.get("status", 200)), error_code=spec.get("error_code", "ModelError"))
+            return FakeResponse(200, {"ok": True})
+        if request.method == "GET" and request.path.rstrip("/") == "/_fake/sagemaker/stopped":
+            return FakeResponse(200, sorted(self.stopped))
+        return super()._control(request)
 
     def reset_state(self) -> None:
         from moto.sagemaker.models import sagemaker_backends
