@@ -13,7 +13,7 @@ import pytest
 from flytekit import workflow
 from local_examples import fixtures, workflows
 from local_examples.fixtures import TOKEN
-from local_examples.inproc import CALLS, ScriptConfig, ScriptedJob
+from local_examples.inproc import CALLS, ScriptConfig, ScriptedJob, SlowAnswer
 from local_examples.toy_service import ToyFake
 from rich.console import Console
 
@@ -90,6 +90,14 @@ def test_the_task_timeout_deletes_the_remote_job_and_fails_clearly() -> None:
     assert CALLS.ops()[0] == "create" and CALLS.ops()[-1] == "delete"
 
 
+def test_a_sync_request_past_the_task_timeout_is_abandoned() -> None:
+    answer = ConnectorTask("answer", SlowAnswer, ScriptConfig(create_delay=2.0), outputs={"total": int}, timeout=0.2)
+
+    with pytest.raises(ConnectorTaskTimedOut, match=r"answer \(slow-answer\) timed out after 0.2s; the request was "
+                                                    r"abandoned"):
+        answer()
+
+
 def test_an_interrupt_deletes_the_remote_job_before_it_propagates() -> None:
     endless = scripted("endless", phases=["RUNNING"])
 
@@ -104,6 +112,21 @@ def test_an_interrupt_deletes_the_remote_job_before_it_propagates() -> None:
 
     assert CALLS.ops().count("delete") == 1
     assert CALLS.ops()[-1] == "delete"
+
+
+def test_an_interrupt_during_create_deletes_the_job_once_create_returns() -> None:
+    slow_start = scripted("slow_start", phases=["RUNNING"], create_delay=0.3)
+
+    def interrupt_during_create() -> None:
+        while not CALLS.times("create"):
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_during_create, daemon=True).start()
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        slow_start(a=1, b=1)
+
+    assert CALLS.ops() == ["create", "created", "delete"]
 
 
 def test_calling_the_same_task_twice_starts_two_jobs() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from flyteconnectors.core import (
     LogLink,
     Phase,
     Resource,
+    SyncConnector,
     TaskConfig,
     TaskContext,
 )
@@ -28,6 +30,8 @@ class ScriptConfig(TaskConfig):
     message: str = ""
     #: Write the outputs to <output_prefix>/outputs.pb instead of returning them.
     write_outputs_file: bool = False
+    #: Seconds create takes (a slow service).
+    create_delay: float = 0.0
 
 
 class ScriptMeta(JobMeta):
@@ -70,6 +74,9 @@ class ScriptedJob(AsyncConnector[ScriptConfig, ScriptMeta]):
     async def create(self, task: TaskContext[ScriptConfig]) -> ScriptMeta:
         job_id = task.idempotency_key
         CALLS.add("create", job_id)
+        if task.config.create_delay:
+            await asyncio.sleep(task.config.create_delay)
+            CALLS.add("created", job_id)
         CALLS.jobs.setdefault(job_id, {"config": task.config, "inputs": dict(task.inputs), "polls": 0,
                                        "prefix": task.output_prefix})
         return ScriptMeta(job_id=job_id)
@@ -99,4 +106,16 @@ def _write_outputs(prefix: str, outputs: dict[str, Any]) -> None:
     (path / "outputs.pb").write_bytes(lm.SerializeToString())
 
 
-CONNECTORS = (ScriptedJob,)
+class SlowAnswer(SyncConnector[ScriptConfig]):
+    """A sync request that takes ``create_delay`` seconds."""
+
+    name = "Slow answer"
+    task_type = "slow-answer"
+
+    async def do(self, task: TaskContext[ScriptConfig]) -> Resource:
+        CALLS.add("do", "")
+        await asyncio.sleep(task.config.create_delay)
+        return Resource.succeeded({"total": 0})
+
+
+CONNECTORS = (ScriptedJob, SlowAnswer)

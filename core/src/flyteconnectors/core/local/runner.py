@@ -39,11 +39,11 @@ POLL_CAP_ENV = "FLYTECONNECTORS_LOCAL_POLL_CAP"
 class LocalTimeout(Exception):
     """The task's timeout passed; the remote job was deleted."""
 
-    def __init__(self, timeout: float, cancelled: bool, detail: str = "") -> None:
+    def __init__(self, timeout: float, cancelled: bool, detail: str = "", *, outcome: str = "") -> None:
         self.timeout = timeout
         self.cancelled = cancelled
-        what = "the remote job was cancelled" if cancelled else "the remote job could not be cancelled"
-        super().__init__(f"timed out after {timeout:g}s; {what}{': ' + detail if detail else ''}")
+        outcome = outcome or ("the remote job was cancelled" if cancelled else "the remote job could not be cancelled")
+        super().__init__(f"timed out after {timeout:g}s; {outcome}{' (' + detail + ')' if detail else ''}")
 
 
 class LocalCallFailed(Exception):
@@ -169,7 +169,7 @@ class LocalRunner:
             try:
                 return await asyncio.wait_for(self._guard(self.dispatcher.do(job.req)), job.timeout)
             except asyncio.TimeoutError:
-                raise LocalTimeout(job.timeout, cancelled=True, detail="the request was abandoned") from None
+                raise LocalTimeout(job.timeout, cancelled=True, outcome="the request was abandoned") from None
         finally:
             job.cleaned.set()
 
