@@ -102,8 +102,8 @@ class TestTrainingJob(_SageMakerAsync):
 
 
 class _V1Only:
-    """Processing, transform and tuning share the training job's code path; the Flyte 2 wire (the core's
-    concern) is covered by the training and endpoint classes, which keeps this package's run short."""
+    """The Flyte 2 wire is the core's concern and the same for every SageMaker task type: the training class runs
+    it, the other classes run the Flyte 1 wire only, which keeps this package's test run short."""
 
     @pytest.fixture(params=["v1"])
     def wire(self, request: pytest.FixtureRequest) -> str:
@@ -143,7 +143,7 @@ class TestTuningJob(_V1Only, _SageMakerAsync):
                         outputs={"best_training_job": str, "best_objective_value": float})
 
 
-class TestEndpointDeployment(_SageMakerAsync):
+class TestEndpointDeployment(_V1Only, _SageMakerAsync):
     connector = EndpointDeployment
     kind = "endpoint"
     task_inputs = {"model": "s3://bucket/models/model.tar.gz"}

@@ -64,6 +64,23 @@ def _shared_session() -> boto3.session.Session:
     return _session
 
 
+_warm = False
+
+
+def warm_up() -> None:
+    """Build one SageMaker and one runtime client, so the service models are parsed before the host serves."""
+    global _warm
+    with _session_lock:
+        if _warm:
+            return
+        session = _shared_session()
+        for service in ("sagemaker", "sagemaker-runtime"):
+            # Building a client makes no request; it loads the model, the endpoint rules and the partitions.
+            session.client(service, region_name="us-east-1", aws_access_key_id="warm-up",
+                           aws_secret_access_key="warm-up").close()
+        _warm = True
+
+
 def default_region() -> str | None:
     """The region of the standard AWS chain: AWS_REGION, AWS_DEFAULT_REGION, then the shared config file."""
     env = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")

@@ -425,6 +425,11 @@ class _SageMaker:
     #: The outputs a task of this type may declare.
     produces: ClassVar[tuple[str, ...]] = ()
 
+    def warm_up(self) -> None:
+        """Called by the host before it serves: load boto3 and parse SageMaker's service models now. Parsing them
+        holds the GIL for 100-300 ms, which would otherwise stall the event loop during the first task's call."""
+        _aws().warm_up()
+
     def _region(self, config: SageMakerConfig) -> str:
         region = config.region or self.settings.region or _aws().default_region()
         if not region:

@@ -126,6 +126,12 @@ class SageMakerFake(FakeService):
         with self._moto_lock:
             self._call("ListModels", {}, "us-east-1")
 
+    def fault_body(self, status: int) -> Any:
+        """Injected errors in the JSON protocol's shape, so boto3 reads a code as it would from SageMaker."""
+        code = {400: "ValidationException", 429: "ThrottlingException", 503: "ServiceUnavailable"}.get(
+            status, "InternalFailure" if status >= 500 else "ValidationException")
+        return {"__type": code, "message": f"injected fault (HTTP {status})"}
+
     # ================================================================= test helpers
     def respond(self, endpoint_name: str, body: Any, *, content_type: str = "application/json",
                 status: int = 200, error_code: str = "ModelError") -> None:
