@@ -10,7 +10,7 @@
     nox -s compat                    # each connector at the floor and the newest of its SDK and flytekit
     nox -s sandbox                   # the host with every connector installed
 
-A new session is a decorated function here; add it to DEFAULT_SESSIONS if CI should run it.
+A new session is a decorated function here; add its name to CI_SESSIONS if CI should run it.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 
 PACKAGES = [p.name for p in repo.packages()]
 CONNECTORS = repo.connector_names()
-# The heaviest first, so that two at a time finish together.
-DEFAULT_SESSIONS = ["tests-all", "lint", *(f"tests({name})" for name in PACKAGES)]
-nox.options.sessions = ["tests", "tests-all", "lint"]
+# What `nox` and CI run besides every package's tests; the heaviest first, so two at a time finish together.
+CI_SESSIONS = ["tests-all", "lint"]
+nox.options.sessions = ["tests", *CI_SESSIONS]
+DEFAULT_SESSIONS = [*CI_SESSIONS, *(f"tests({name})" for name in PACKAGES)]
 TOMLI = 'tomli; python_version < "3.11"'
 
 
