@@ -519,4 +519,12 @@ def _split_qualified(table: str) -> tuple[str, str, str]:
     return project, dataset, name
 
 
-CONNECTORS = (BigQueryQuery,)
+def __getattr__(name: str) -> Any:
+    # CONNECTORS also serves flytekit's task type (flytekit_compat.py subclasses the connector above). Built on first
+    # use, so that either module may be imported first.
+    if name == "CONNECTORS":
+        from flyteconnectors.bigquery import flytekit_compat
+
+        globals()[name] = (BigQueryQuery, *flytekit_compat.CONNECTORS)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
