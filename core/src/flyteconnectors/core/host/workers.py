@@ -23,7 +23,7 @@ from flyteconnectors.core.host.settings import HostSettings
 
 log = logging.getLogger("flyteconnectors.host")
 
-#: Environment variable carrying the resolved settings (JSON) to a worker process.
+#: Marks a worker process; its resolved settings (JSON) arrive on stdin.
 WORKER_ENV = "FLYTECONNECTORS__WORKER_SETTINGS"
 _RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0)
 
@@ -48,17 +48,23 @@ class Supervisor:
         self._own_metrics_dir = False
 
     def _env(self) -> dict[str, str]:
-        child = dataclasses.replace(self.settings, workers=1, port=self.port)
         env = dict(os.environ)
-        env[WORKER_ENV] = child.to_json()
+        env[WORKER_ENV] = "stdin"
         if self.metrics_dir:
             env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         return env
 
     def spawn(self, index: int) -> None:
         cmd = [sys.executable, "-c", "from flyteconnectors.core.host.workers import worker_main; worker_main()"]
-        self.children[index] = subprocess.Popen(cmd, env=self._env())
-        log.info("worker %d started (pid %d)", index, self.children[index].pid)
+        # The settings (signing keys included) go through a pipe, not the environment or argv, which other
+        # processes can read. A session of its own: a terminal's Ctrl-C reaches the supervisor only, which
+        # forwards one SIGTERM, so in-flight calls still get their grace period.
+        child = subprocess.Popen(cmd, env=self._env(), stdin=subprocess.PIPE, start_new_session=True)
+        assert child.stdin is not None
+        child.stdin.write(dataclasses.replace(self.settings, workers=1, port=self.port).to_json().encode())
+        child.stdin.close()
+        self.children[index] = child
+        log.info("worker %d started (pid %d)", index, child.pid)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         first = not self.stopping
@@ -157,6 +163,8 @@ def worker_main() -> None:
     from flyteconnectors.core.host.app import run
     from flyteconnectors.core.host.logs import configure_logging
 
-    settings = HostSettings.from_json(os.environ.pop(WORKER_ENV))
+    if os.environ.pop(WORKER_ENV, "") != "stdin":
+        sys.exit("worker_main is started by 'flyteconnectors serve --workers N'")
+    settings = HostSettings.from_json(sys.stdin.read())
     configure_logging(settings.log_format, settings.log_level)
     sys.exit(run(settings, worker=True))
