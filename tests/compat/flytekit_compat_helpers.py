@@ -17,7 +17,7 @@ from flyteconnectors.core.dispatcher import DispatcherOptions, RetryPolicy
 from flyteconnectors.core.registry import Registry
 from flyteconnectors.core.testing.host import HostThread
 
-QUEUED, RUNNING, SUCCEEDED, ABORTED, FAILED, RETRYABLE = 1, 2, 3, 4, 5, 8
+QUEUED, RUNNING, SUCCEEDED, ABORTED, FAILED, INITIALIZING, WAITING, RETRYABLE = 1, 2, 3, 4, 5, 6, 7, 8
 PROJECT, DOMAIN = "flytesnacks", "development"
 IMAGE = "ghcr.io/example/flyte-task:v1"
 

@@ -347,7 +347,15 @@ class SnowflakeQuery(AsyncConnector[SnowflakeQueryConfig, SnowflakeQueryMeta]):
         return [LogLink("Snowflake query", url)] if url else []
 
 
-CONNECTORS = (SnowflakeQuery,)
+def __getattr__(name: str) -> Any:
+    # CONNECTORS also serves flytekit's task type (flytekit_compat.py subclasses the connector above). Built on first
+    # use, so that either module may be imported first.
+    if name == "CONNECTORS":
+        from flyteconnectors.snowflake import flytekit_compat
+
+        globals()[name] = (SnowflakeQuery, *flytekit_compat.CONNECTORS)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ================================================================================================ helpers
