@@ -1,0 +1,108 @@
+"""Shared fixtures of the reliability and security suite.
+
+One session-wide lab: every installed connector's fake on 127.0.0.1, secret files whose values carry a canary,
+and host processes (``flyteconnectors serve``) started from it. Each check adds its figures to the run's results
+(``reliability/results/<mode>.json``); ``python -m relsuite.report`` turns the full run's into docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from relsuite import config  # noqa: E402
+from relsuite.hostproc import HostProcess  # noqa: E402
+from relsuite.jobs import Job, Propeller  # noqa: E402
+from relsuite.lab import Lab  # noqa: E402
+from relsuite.results import Results  # noqa: E402
+
+_RESULTS = Results(config.mode())
+_LAB: Lab | None = None
+
+
+@pytest.fixture(scope="session")
+def sizes() -> config.Sizes:
+    return config.sizes()
+
+
+@pytest.fixture(scope="session")
+def results() -> Results:
+    return _RESULTS
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    global _LAB
+    workdir = os.environ.get("RELIABILITY_WORKDIR")
+    with Lab(Path(workdir) if workdir else None) as started:
+        _LAB = started
+        yield started
+
+
+@pytest.fixture(scope="session")
+def main_host(lab: Lab) -> Iterator[HostProcess]:
+    """The host the fuzzer and the quick checks talk to (every connector, warmed up)."""
+    with lab.running("main") as host:
+        warm_up(lab, host)
+        yield host
+
+
+def warm_up(lab: Lab, host: HostProcess) -> None:
+    """One job per connector, one at a time: every service SDK imported before the measured part starts."""
+    with host.channel() as channel:
+        client = Propeller([channel], lab.recorder)
+        for profile in lab.profiles:
+            fake = lab.fakes[profile.package]
+            case = profile.job(fake)
+            job = Job(profile, case, execution=f"warm{profile.package}{host.port}")
+            client.create(case.template, case.inputs, job.identity())
+            for extra in profile.extra_cases(fake):
+                if extra.sync:
+                    client.execute_sync(extra.template, extra.inputs, job.identity())
+
+
+def section_of(item: pytest.Item) -> str:
+    return str(getattr(item.module, "SECTION", item.module.__name__))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        state = report.outcome
+        if hasattr(report, "wasxfail"):
+            state = "xfailed (known bug)" if report.outcome == "skipped" else "XPASS"
+        _RESULTS.set_status(section_of(item), item.name, state, report.duration)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _RESULTS.sections:
+        return
+    environment: dict[str, Any] = {}
+    if _LAB is not None:
+        environment = {"connectors": [p.package for p in _LAB.profiles], "skipped": _LAB.skipped}
+    try:
+        from importlib.metadata import version
+
+        environment["versions"] = {name: version(name) for name in ("flyteconnectors-core", "grpcio", "hypothesis")}
+    except Exception:
+        pass
+    out = os.environ.get("RELIABILITY_RESULTS")
+    path = _RESULTS.write(config.sizes(), environment, Path(out) if out else None)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"reliability results ({config.mode()} run): {path}")
+
+
+def elapsed(start: float) -> float:
+    return round(time.monotonic() - start, 2)
