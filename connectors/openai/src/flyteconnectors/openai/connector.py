@@ -409,4 +409,12 @@ async def _sdk() -> ModuleType:
     return module
 
 
-CONNECTORS = (OpenAIChat, OpenAIBatch)
+def __getattr__(name: str) -> Any:
+    # CONNECTORS also serves flytekit's task types (flytekit_compat.py subclasses the connectors above). Built on first
+    # use, so that either module may be imported first.
+    if name == "CONNECTORS":
+        from flyteconnectors.openai import flytekit_compat
+
+        globals()[name] = (OpenAIChat, OpenAIBatch, *flytekit_compat.CONNECTORS)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
