@@ -141,7 +141,7 @@ def test_startup_imports_no_service_sdk_until_a_connector_is_used():
 
         async def main():
             # every installed connector package plus the toy modules
-            host = build_host(HostSettings(bind="127.0.0.1", port=0, modules=["toy", "toy_lazy"]))
+            host = build_host(HostSettings(bind="127.0.0.1", port=0, modules=["toy", "toy_lazy"], warm_up="off"))
             await host.start()
             at_start = heavy()
             served = len(host.dispatcher.registry.categories())
@@ -160,6 +160,30 @@ def test_startup_imports_no_service_sdk_until_a_connector_is_used():
     assert result["served"] >= 4
     assert result["at_start"] == []
     assert result["after_use"] == ["toy_heavy_sdk"]  # the toy SDK is imported on first use
+
+
+def test_warm_up_imports_the_sdks_after_the_port_is_open():
+    script = textwrap.dedent("""
+        import asyncio, json, sys
+        from flyteconnectors.core.host.app import build_host
+        from flyteconnectors.core.host.settings import HostSettings
+
+        async def main():
+            host = build_host(HostSettings(bind="127.0.0.1", port=0, modules=["toy", "toy_lazy"]))
+            await host.start()
+            at_start = "toy_heavy_sdk" in sys.modules
+            problems = await host.warm_up
+            warmed = "toy_heavy_sdk" in sys.modules
+            await host.stop(0)
+            print(json.dumps({"at_start": at_start, "warmed": warmed, "problems": problems}))
+
+        asyncio.run(main())
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"at_start": False, "warmed": True, "problems": []}
 
 
 def test_list_shows_packages_task_types_versions_and_load_errors(monkeypatch):

@@ -17,6 +17,9 @@ class LazyJob(AsyncConnector[LazyConfig, LazyMeta]):
     name = "Lazy"
     task_type = "toy_lazy"
 
+    def warm_up(self) -> None:
+        import toy_heavy_sdk  # noqa: F401  (the import is the point)
+
     def create(self, task: TaskContext[LazyConfig]) -> LazyMeta:
         import toy_heavy_sdk
 

@@ -88,6 +88,6 @@ def _close_sync(client: Any) -> None:
     try:
         result = closer()
         if inspect.isawaitable(result):
-            result.close()  # type: ignore[union-attr]
+            result.close()  # type: ignore[attr-defined]
     except Exception as err:
         log.warning("closing %s failed: %s", type(client).__name__, err)

@@ -16,7 +16,8 @@ class TaskConfig(BaseModel):
     the template's string ``config`` map name them with ``sql_field`` / ``config_fields``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # defer_build: the host imports every connector module at start; models are built on first use.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     #: Field that receives ``TaskTemplate.sql.statement``, if any.
     sql_field: ClassVar[str | None] = None

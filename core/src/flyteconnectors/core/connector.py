@@ -33,7 +33,7 @@ class ConnectorSettings(BaseModel):
     overrides for private endpoints and the local fakes live here.
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     #: Threads for this package's blocking calls. flytekit's default pool has 6 for everything.
     executor_threads: int = 64
@@ -86,6 +86,10 @@ class Connector(Generic[C]):
                     cls.config_model = arg
                 if isinstance(arg, type) and issubclass(arg, JobMeta) and "meta_model" not in vars(cls):
                     cls.meta_model = arg  # type: ignore[attr-defined]
+
+    def warm_up(self) -> None:
+        """Pay one-time costs (importing a heavy SDK) before the first call. Runs in the package's thread pool
+        right after the host starts, so the first CreateTask does not spend its deadline on imports."""
 
     def close(self) -> Awaitable[None] | None:
         """Release clients and connections. Called once when the host drains."""

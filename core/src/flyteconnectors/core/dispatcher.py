@@ -316,14 +316,18 @@ class Dispatcher:
         if connector.get_logs is None:  # type: ignore[attr-defined]
             raise CallFailed(f"{connector.name} does not stream logs; see the task's log links", "UNIMPLEMENTED")
         ctx = CallContext(task_type, self.secrets, "", self._deadline(deadline))
-        produced = connector.get_logs(job, ctx)  # type: ignore[attr-defined]
+        get_logs = connector.get_logs  # type: ignore[attr-defined]
+        if inspect.iscoroutinefunction(get_logs) or inspect.isasyncgenfunction(get_logs):
+            produced = get_logs(job, ctx)
+        else:  # a plain def may block before it returns its lines: run it in the connector's threads
+            produced = await self.executors.run(connector, get_logs, job, ctx)
         if inspect.isawaitable(produced):
             produced = await produced
         if hasattr(produced, "__aiter__"):
             async for line in produced:
                 yield redact(str(line))
         else:
-            lines = await self.executors.run(connector, list, produced)
+            lines: list[Any] = await self.executors.run(connector, list, produced)
             for line in lines:
                 yield redact(str(line))
 

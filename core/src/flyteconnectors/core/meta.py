@@ -42,7 +42,7 @@ FOREIGN = (
 class JobMeta(BaseModel):
     """Base of every connector's job metadata: the few fields needed to find the job again."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 def _credential_fields(data: Any, path: str = "") -> list[str]:

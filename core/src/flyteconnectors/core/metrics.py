@@ -15,7 +15,8 @@ LATENCY = Histogram(
     ["task_type", "operation"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-IN_FLIGHT = Gauge("flyteconnectors_in_flight", "Connector calls in progress.", ["task_type", "operation"])
+IN_FLIGHT = Gauge("flyteconnectors_in_flight", "Connector calls in progress.", ["task_type", "operation"],
+                  multiprocess_mode="livesum")
 UNKNOWN_STATES = Counter(
     "flyteconnectors_unknown_states_total",
     "Service states a connector's state map did not know (reported non-terminal).",
@@ -32,10 +33,14 @@ LOOP_LAG = Histogram(
 LOOP_STALLS = Counter(
     "flyteconnectors_event_loop_stalls_total", "Loop lags over the stall threshold.", ["suspects"]
 )
+# With --workers the gauges of all processes add up (prometheus_client multiprocess mode).
 EXECUTOR_BUSY = Gauge(
-    "flyteconnectors_executor_busy_threads", "Threads busy in a connector's executor.", ["connector"]
+    "flyteconnectors_executor_busy_threads", "Threads busy in a connector's executor.", ["connector"],
+    multiprocess_mode="livesum",
 )
-EXECUTOR_SIZE = Gauge("flyteconnectors_executor_threads", "Size of a connector's executor.", ["connector"])
+EXECUTOR_SIZE = Gauge("flyteconnectors_executor_threads", "Size of a connector's executor.", ["connector"],
+                      multiprocess_mode="livesum")
 EXECUTOR_QUEUED = Gauge(
-    "flyteconnectors_executor_queued", "Calls waiting for a thread in a connector's executor.", ["connector"]
+    "flyteconnectors_executor_queued", "Calls waiting for a thread in a connector's executor.", ["connector"],
+    multiprocess_mode="livesum",
 )

@@ -158,10 +158,11 @@ class Registry:
     def _add(self, entry: PackageEntry, classes: list[Any]) -> None:
         problems = []
         accepted = []
-        for klass in classes:
-            if not (isinstance(klass, type) and issubclass(klass, Connector)):
-                problems.append(f"{klass!r} is not a Connector subclass")
+        for item in classes:
+            if not (isinstance(item, type) and issubclass(item, Connector)):
+                problems.append(f"{item!r} is not a Connector subclass")
                 continue
+            klass: type[Connector[Any]] = item
             missing = [a for a in ("name", "task_type", "config_model") if not hasattr(klass, a)]
             if missing:
                 problems.append(f"{klass.__name__} does not declare {', '.join(missing)}")

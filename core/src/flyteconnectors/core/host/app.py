@@ -110,6 +110,7 @@ def server_options(settings: HostSettings, *, reuse_port: bool = False) -> Serve
         tls_client_ca=client_ca,
         max_message_bytes=settings.max_message_bytes,
         reuse_port=reuse_port,
+        warm_up=settings.warm_up == "on",
     )
 
 

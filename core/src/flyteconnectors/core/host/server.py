@@ -33,6 +33,7 @@ class ServerOptions:
     tls_client_ca: bytes | None = None
     max_message_bytes: int = 4 * 1024 * 1024
     reuse_port: bool = False
+    warm_up: bool = True
     extra_service_names: list[str] = field(default_factory=list)
 
 
@@ -48,6 +49,7 @@ class Host:
         self.watchdog = LoopWatchdog()
         self.service_names: list[str] = list(SERVICE_NAMES)
         self._stopped = asyncio.Event()
+        self.warm_up: asyncio.Task[list[str]] | None = None
         self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
@@ -81,6 +83,9 @@ class Host:
         await server.start()
         self.server = server
         self.watchdog.start()
+        if opts.warm_up:
+            # Heavy SDK imports happen now, in the connectors' threads, not inside the first call's deadline.
+            self.warm_up = asyncio.get_running_loop().create_task(self.dispatcher.warm_up(), name="warm-up")
         log.debug("serving %d task types on port %d", len(self.dispatcher.registry.categories()), self.port)
         return self.port
 

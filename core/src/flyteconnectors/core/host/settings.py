@@ -105,6 +105,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("unavailable_grace", "float",
            "Seconds a service may stay unreachable before GetTask answers RETRYABLE_FAILED.", "--unavailable-grace"),
     Option("max_message_bytes", "int", "gRPC send/receive message size limit.", "--max-message-bytes"),
+    Option("warm_up", "choice", "Import each connector's SDK in its threads right after start-up, so the first "
+           "call does not pay for it (off: on first use).", "--warm-up", choices=("on", "off")),
     Option("tls_cert", "path", "Server certificate chain (PEM). With --tls-key, serves TLS.", "--tls-cert"),
     Option("tls_key", "path", "Server private key (PEM).", "--tls-key"),
     Option("tls_client_ca", "path", "CA bundle (PEM) that client certificates must chain to (mTLS).",
@@ -140,6 +142,7 @@ class HostSettings:
     deadline_margin: float = 0.5
     unavailable_grace: float = 900.0
     max_message_bytes: int = 4 * 1024 * 1024
+    warm_up: str = "on"
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None

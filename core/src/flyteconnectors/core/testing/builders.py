@@ -41,7 +41,7 @@ def literal_type(py: Any) -> types_pb2.LiteralType:
     if py in _PY_TYPES:
         return _PY_TYPES[py]
     origin = getattr(py, "__origin__", None)
-    args = getattr(py, "__args__", ())
+    args: tuple[Any, ...] = tuple(getattr(py, "__args__", ()))
     if origin is list:
         return types_pb2.LiteralType(collection_type=literal_type(args[0]))
     if origin is dict:

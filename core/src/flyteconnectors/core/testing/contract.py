@@ -75,6 +75,8 @@ class _Recording:
     resources: list[Any]
     metas: list[bytes]
     errors: list[str]
+    timeout: float
+    poll: Any  # PropellerClient.poll, from the client class this is mixed into
 
     def _start_recording(self) -> None:
         self.resources, self.metas, self.errors = [], [], []

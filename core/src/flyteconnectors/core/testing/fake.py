@@ -503,7 +503,7 @@ def _make_handler(service: FakeService) -> type[BaseHTTPRequestHandler]:
 
 
 def _read_chunked(stream: Any) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         size = int(stream.readline().strip() or b"0", 16)
         if size == 0:

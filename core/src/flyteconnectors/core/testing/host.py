@@ -64,7 +64,7 @@ class HostThread:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.host.start(), self.loop).result(30)
         # As the real host does before it reports SERVING: heavy SDK imports happen now, not in a test's call.
-        asyncio.run_coroutine_threadsafe(self.dispatcher.warm_up(), self.loop).result(120)
+        asyncio.run_coroutine_threadsafe(_wait_for(self.host), self.loop).result(120)
         self.channel = grpc.insecure_channel(self.address)
         return self
 
@@ -91,6 +91,12 @@ class HostThread:
     @property
     def metadata_stub(self) -> agent_pb2_grpc.AgentMetadataServiceStub:
         return agent_pb2_grpc.AgentMetadataServiceStub(self.channel)
+
+
+async def _wait_for(host: Host) -> None:
+    warm_up = getattr(host, "warm_up", None)
+    if warm_up is not None:
+        await warm_up
 
 
 class PropellerClient:
