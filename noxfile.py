@@ -186,16 +186,9 @@ def compat(session: nox.Session, package: str, bound: str) -> None:
 # ================================================================================================ running
 @nox.session
 def sandbox(session: nox.Session) -> None:
-    """The host with every connector installed (and their fakes); ``flyteconnectors sandbox`` once it exists."""
+    """The main job: every connector against its fake, locally and through the host (``flyteconnectors sandbox``)."""
     deps = editable(repo.CORE, "testing,flytekit")
     for name in CONNECTORS:
         deps += editable(name, "testing")
     session.install(*deps)
-    has_sandbox = session.run(
-        "python", "-c", "from flyteconnectors.core.cli import main; print('sandbox' in main.commands)", silent=True
-    )
-    if str(has_sandbox).strip() == "True":
-        session.run("flyteconnectors", "sandbox", *session.posargs)
-        return
-    session.run("flyteconnectors", "list")
-    session.run("python", "-m", "tools.host_smoke", *session.posargs)
+    session.run("flyteconnectors", "sandbox", *session.posargs)
