@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import os
 import threading
@@ -146,11 +147,13 @@ class LocalRunner:
         job = _Job(req, timeout, display or NoDisplay())
         job.display.started()
         driver = self._do(job) if connector.is_sync else self._drive(job)
-        future = asyncio.run_coroutine_threadsafe(driver, self.loop)
+        loop = self.loop
+        future: concurrent.futures.Future[WireResource] | None = None
         try:
+            future = asyncio.run_coroutine_threadsafe(driver, loop)
             resource = future.result()
         except BaseException as err:
-            if not future.done():  # interrupted while the job runs: cancel it, then let the interruption go on
+            if future is not None and not future.done():  # interrupted while the job runs: cancel it first
                 job.display.note("interrupted: cancelling the remote job")
                 future.cancel()
                 if not job.cleaned.wait(self.cancel_grace):
