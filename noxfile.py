@@ -192,3 +192,37 @@ def sandbox(session: nox.Session) -> None:
         deps += editable(name, "testing")
     session.install(*deps)
     session.run("flyteconnectors", "sandbox", *session.posargs)
+
+
+# ================================================================================================ benchmarks
+# The `bench` session belongs to the benchmarks (benchmarks/bench.py, issue 14); keep edits here minimal.
+BENCH_FLYTEKIT = [
+    "flytekit[connector]==1.16.31",
+    *(f"flytekitplugins-{name}==1.16.31" for name in ("bigquery", "snowflake", "spark", "awssagemaker", "openai")),
+]
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Our host against flytekit's on this machine, in one run: ``nox -s bench [-- --quick | --only startup,...]``.
+
+    Two venvs, both installed with compiled bytecode: this session's (the core and every connector, plus py-spy)
+    and ``.nox/bench-flytekit`` (flytekit 1.16.31 with its five corresponding plugins). Writes
+    ``benchmarks/results/<UTC time>.json`` and, except with ``--quick``, regenerates ``docs/benchmarks.md``.
+    """
+    deps = editable(repo.CORE, "testing,flytekit")
+    for name in CONNECTORS:
+        deps += editable(name, "testing")
+    session.install(*deps, "py-spy")
+    python = str(Path(session.bin) / "python")
+    flytekit_venv = ROOT / ".nox" / "bench-flytekit"
+    uv = uv_env()["UV"]
+    compiled = {"UV_COMPILE_BYTECODE": "1"}
+    if not (flytekit_venv / "bin" / "python").exists():
+        session.run(uv, "venv", "--quiet", "-p", python, str(flytekit_venv), external=True)
+    session.run(uv, "pip", "install", "--quiet", "--python", str(flytekit_venv / "bin" / "python"), *BENCH_FLYTEKIT,
+                env=compiled, external=True)
+    args = list(session.posargs)
+    if "--quick" not in args and "--report" not in args:
+        args.append("--report")
+    session.run("python", "benchmarks/bench.py", "--flytekit-venv", str(flytekit_venv), *args)

@@ -1,4 +1,7 @@
-"""The floor for start-up benchmarks: a bare grpc.aio server answering a constant ListAgents.
+"""The floor: a bare grpc.aio server answering constants (no connector framework at all).
+
+It answers ListAgents with one agent, CreateTask with a constant resource_meta and GetTask with a constant
+SUCCEEDED resource, so it is the floor both for start-up (scenario 1) and for RPC throughput (scenario 2).
 
     python benchmarks/startup/bare_server.py PORT
 """
@@ -16,6 +19,8 @@ from flyteidl.service import agent_pb2_grpc
 AGENTS = agent_pb2.ListAgentsResponse(agents=[agent_pb2.Agent(
     name="Bare", supported_task_types=["bare"], supported_task_categories=[agent_pb2.TaskCategory(name="bare")]
 )])
+CREATED = agent_pb2.CreateTaskResponse(resource_meta=b'{"job_id": "bare"}')
+DONE = agent_pb2.GetTaskResponse(resource=agent_pb2.Resource(phase=3))  # SUCCEEDED
 
 
 class Metadata(agent_pb2_grpc.AgentMetadataServiceServicer):
@@ -23,9 +28,18 @@ class Metadata(agent_pb2_grpc.AgentMetadataServiceServicer):
         return AGENTS
 
 
+class Jobs(agent_pb2_grpc.AsyncAgentServiceServicer):
+    async def CreateTask(self, request: agent_pb2.CreateTaskRequest, context: object) -> agent_pb2.CreateTaskResponse:
+        return CREATED
+
+    async def GetTask(self, request: agent_pb2.GetTaskRequest, context: object) -> agent_pb2.GetTaskResponse:
+        return DONE
+
+
 async def main(port: int) -> None:
     server = grpc.aio.server()
     agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(Metadata(), server)
+    agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(Jobs(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
