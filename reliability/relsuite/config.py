@@ -19,6 +19,8 @@ class Sizes:
     #: Jobs per connector under injected service faults (half succeed, half fail at the service).
     fault_jobs: int
     fault_rate: float
+    #: Propeller's per-RPC deadline in the fault run (its default is 10 s; ``timeouts`` can lower it).
+    fault_deadline: float
     #: Jobs in flight across two replicas when one is killed.
     replica_jobs: int
     #: Pollers and seconds of load around SIGTERM.
@@ -30,9 +32,11 @@ class Sizes:
     soak_sample_every: float
 
 
-QUICK = Sizes(fuzz_per_rpc=250, fuzz_fanout=4, oversized_per_rpc=2, fault_jobs=8, fault_rate=0.2, replica_jobs=200,
+QUICK = Sizes(fuzz_per_rpc=250, fuzz_fanout=4, oversized_per_rpc=2, fault_jobs=8, fault_rate=0.2, fault_deadline=4.0,
+              replica_jobs=200,
               drain_seconds=4.0, soak_jobs=1000, soak_seconds=20.0, soak_sample_every=1.0)
-FULL = Sizes(fuzz_per_rpc=10_000, fuzz_fanout=8, oversized_per_rpc=20, fault_jobs=40, fault_rate=0.2, replica_jobs=200,
+FULL = Sizes(fuzz_per_rpc=10_000, fuzz_fanout=8, oversized_per_rpc=20, fault_jobs=40, fault_rate=0.2,
+             fault_deadline=10.0, replica_jobs=200,
              drain_seconds=10.0, soak_jobs=1000, soak_seconds=300.0, soak_sample_every=5.0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import secrets as pysecrets
 import shutil
@@ -68,6 +69,8 @@ class Lab:
         self.logdir = self.workdir / "logs"
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.canary = f"canary{pysecrets.token_hex(12)}"
+        #: Seed of the fakes' fault dice (RELIABILITY_SEED reproduces a run).
+        self.seed = int(os.environ.get("RELIABILITY_SEED") or pysecrets.randbelow(2**31))
         self.recorder = Recorder([self.canary])
         self.profiles, self.skipped = available(only)
         self.fakes: dict[str, FakeService] = {}
