@@ -246,11 +246,24 @@ def register_modules(registry: Registry, spec: str) -> list[PackageEntry]:
     """
     entries = []
     for item in spec.split(","):
-        item = item.strip()
-        if not item:
+        if not item.strip():
             continue
-        package, _, target = item.rpartition("=")
-        module, _, attr = target.partition(":")
-        entries.append(registry.register_module(module.strip(), attr.strip() or "CONNECTORS",
-                                                package.strip() or None))
+        try:
+            package, module, attr = parse_module_spec(item)
+        except ValueError as err:
+            entry = registry.packages[item.strip()] = PackageEntry(item.strip(), error=str(err))
+            log.error("%s", err)
+            entries.append(entry)
+            continue
+        entries.append(registry.register_module(module, attr, package))
     return entries
+
+
+def parse_module_spec(spec: str) -> tuple[str, str, str]:
+    """``[package=]pkg.mod[:ATTR]`` -> (package, module, attribute), as ``FLYTECONNECTORS_MODULES`` reads it."""
+    package, _, target = spec.strip().rpartition("=")
+    module, _, attr = target.partition(":")
+    module = module.strip()
+    if not module:
+        raise ValueError(f"connector module {spec!r}: expected '[package=]pkg.mod[:ATTR]'")
+    return package.strip() or package_of(module), module, attr.strip() or "CONNECTORS"

@@ -46,6 +46,10 @@ class StateMap:
     def states(self) -> Iterable[str]:
         return self.table.keys()
 
+    def lookup(self, state: Any) -> Phase | None:
+        """The mapped phase, or None for a state the table does not know (nothing logged or counted)."""
+        return self.table.get(self._key(state))
+
     def phase(self, state: Any) -> Phase:
         key = self._key(state)
         if key in self.table:

@@ -28,40 +28,21 @@ EXIT_CANNOT_START = 2
 
 
 # ---------------------------------------------------------------------------------------------- registry
-def parse_module_spec(spec: str) -> tuple[str, str, str]:
-    """``[package=]pkg.mod[:ATTR]`` -> (package, module, attribute), as ``FLYTECONNECTORS_MODULES`` reads it."""
-    from flyteconnectors.core.registry import package_of
-
-    package, _, target = spec.strip().rpartition("=")
-    module, _, attr = target.partition(":")
-    module = module.strip()
-    if not module:
-        raise ValueError(f"connector module {spec!r}: expected '[package=]pkg.mod[:ATTR]'")
-    return package.strip() or package_of(module), module, attr.strip() or "CONNECTORS"
-
-
 def load_modules(registry: Registry, specs: list[str]) -> None:
     """Register the connectors of extra modules (for authors: no installed distribution needed).
 
     A module that fails to import is reported like a broken package: ``list`` shows its error, it is logged,
     and the host serves everything else. The working directory is importable, as with ``pyflyte serve``.
     """
-    from flyteconnectors.core.registry import PackageEntry
+    from flyteconnectors.core.registry import register_modules
 
     if specs and os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    for spec in specs:
-        try:
-            package, module, attr = parse_module_spec(spec)
-        except ValueError as err:
-            registry.packages[spec] = PackageEntry(spec, error=str(err))
-            log.error("%s", err)
-            continue
-        registry.register_module(module, attr, package)
+    register_modules(registry, ",".join(specs))
 
 
 def build_registry(settings: HostSettings) -> Registry:
-    from flyteconnectors.core.registry import Registry
+    from flyteconnectors.core.registry import Registry, parse_module_spec
 
     source = settings.settings_source()
     module_names = set()

@@ -140,6 +140,8 @@ class Fault:
     status: int | None = 500
     method: str | None = None
     path: str | None = None
+    #: Request headers (name -> regex) the request must match, e.g. {"X-Amz-Target": "CreateTrainingJob"}.
+    match_headers: dict[str, str] = field(default_factory=dict)
     count: int | None = 1
     rate: float | None = None
     nth: int | None = None
@@ -151,10 +153,13 @@ class Fault:
     seen: int = 0
     fired: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> bool:
         if self.method and self.method.upper() != method:
             return False
-        return not (self.path and not re.search(self.path, path))
+        if self.path and not re.search(self.path, path):
+            return False
+        headers = headers or {}
+        return all(re.search(pattern, headers.get(name.lower(), "")) for name, pattern in self.match_headers.items())
 
     def should_fire(self, rng: random.Random) -> bool:
         self.seen += 1
@@ -334,7 +339,7 @@ class FakeService:
         with self.lock:
             self.journal.append(entry)
             fault = next(
-                (f for f in self.faults if f.matches(method, path) and f.should_fire(self._rng)),
+                (f for f in self.faults if f.matches(method, path, lowered) and f.should_fire(self._rng)),
                 None,
             )
             if fault is not None:
@@ -380,8 +385,18 @@ class FakeService:
         return FakeResponse(200, result)
 
     # ----------------------------------------------------------------- control API
+    def control(self, action: str, request: FakeRequest) -> Any:
+        """Extra ``/_fake/<action>`` endpoints of a subclass: return a response, or None for "not mine"."""
+        return None
+
     def _control(self, request: FakeRequest) -> FakeResponse:
         action = request.path[len("/_fake/") :].strip("/")
+        try:
+            extra = self.control(action, request)
+        except FakeHTTPError as err:
+            return err.response
+        if extra is not None:
+            return extra if isinstance(extra, FakeResponse) else FakeResponse(200, extra)
         if action == "health":
             return FakeResponse(200, {"ok": True, "service": self.name})
         if action == "requests":
@@ -445,7 +460,10 @@ class FakeService:
         self.stop()
 
     def mount_responses(self, rsps: Any, base_url: str) -> None:
-        """Route every request to ``base_url`` through this fake inside a ``responses.RequestsMock``."""
+        """Route every request to ``base_url`` through this fake inside a ``responses.RequestsMock``.
+
+        Every HTTP method is mounted, so create the mock with ``assert_all_requests_are_fired=False``.
+        """
         import requests  # the testing extra; only needed for this transport
 
         base = base_url.rstrip("/")
