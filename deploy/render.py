@@ -41,6 +41,7 @@ RUN_AS = 10001  # the image's user (deploy/Dockerfile)
 FREE_FORM = {
     "host.extra", "connectors", "service.annotations", "metrics.serviceMonitor.labels", "env", "podAnnotations",
     "podLabels", "nodeSelector", "tolerations", "affinity", "resources", "image.pullSecrets",
+    "serviceAccount.annotations",
 }
 #: Host settings the renderer sets itself (paths inside the pod).
 RENDERER_OWNED = {"secrets_dirs", "tls_cert", "tls_key", "tls_client_ca", "signing_keys_file", "signing_keys"}
@@ -220,8 +221,11 @@ def config_map(values: dict[str, Any], toml_text: str) -> dict[str, Any]:
 
 
 def service_account(values: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(values),
-            # The host never calls the Kubernetes API.
+    metadata = meta(values)
+    if values["serviceAccount"]["annotations"]:
+        metadata["annotations"] = dict(values["serviceAccount"]["annotations"])
+    # The host never calls the Kubernetes API. (IRSA and Workload Identity bring their own token volume.)
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata,
             "automountServiceAccountToken": False}
 
 
