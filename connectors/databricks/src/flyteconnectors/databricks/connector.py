@@ -546,7 +546,15 @@ class DatabricksSQL(_Databricks, AsyncConnector[DatabricksSQLConfig, StatementMe
             raise _map_error(err, f"cancel statement {job.statement_id}", polling=True) from None
 
 
-CONNECTORS = (DatabricksFunction, DatabricksRunJob, DatabricksSQL)
+def __getattr__(name: str) -> Any:
+    # CONNECTORS also serves flytekit's task types (flytekit_compat.py subclasses DatabricksFunction). Built on first
+    # use, so that either module may be imported first.
+    if name == "CONNECTORS":
+        from flyteconnectors.databricks import flytekit_compat
+
+        globals()[name] = (DatabricksFunction, DatabricksRunJob, DatabricksSQL, *flytekit_compat.CONNECTORS)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ================================================================================================ runs
