@@ -156,3 +156,27 @@ def test_metadata_from_flytekits_host_is_refused_with_the_cut_over_advice(blob):
     with pytest.raises(InvalidResourceMeta, match="cannot be adopted") as err:
         MetaCodec().decode(blob)
     assert "drain" in str(err.value)
+
+
+# ------------------------------------------------------------------ SQL templates
+
+
+def test_input_placeholders_become_service_markers_quoted_or_not():
+    from flyteconnectors.core.sql import placeholder_names, replace_input_placeholders
+
+    query = "SELECT * FROM t WHERE day = '{{ .inputs.day }}' AND n > {{.inputs.n}} AND s = \"{{ .inputs.s }}\""
+    expected = "SELECT * FROM t WHERE day = @day AND n > @n AND s = @s"
+    assert replace_input_placeholders(query, lambda n: f"@{n}") == expected
+    assert placeholder_names(query + " OR n < {{ .inputs.n }}") == ["day", "n", "s"]
+
+
+@pytest.mark.parametrize(("query", "found"), [
+    ("SELECT 1 -- the answer", "--"),
+    ("SELECT '--not a comment' AS x", None),
+    ("SELECT 1 /* fine */", None),
+    ("SELECT 1 # mysql style", "#"),
+])
+def test_line_comments_are_found_outside_literals(query, found):
+    from flyteconnectors.core.sql import find_line_comment
+
+    assert find_line_comment(query, ("--", "#")) == found

@@ -42,6 +42,7 @@ from flyteconnectors.core.identity import ExecutionIdentity
 from flyteconnectors.core.local.display import display_for
 from flyteconnectors.core.local.runner import LocalCallFailed, LocalTimeout, local_runner
 from flyteconnectors.core.resource import Phase
+from flyteconnectors.core.sql import find_line_comment
 
 C = TypeVar("C", bound=TaskConfig)
 
@@ -87,6 +88,9 @@ class ConnectorTask(PythonTask[TaskConfig]):
 class SQLConnectorTask(SQLTask[TaskConfig]):
     """A query template with typed inputs: ``{{ .inputs.name }}`` placeholders, bound by the connector."""
 
+    #: Line-comment tokens of the dialect. flytekit joins the template into one line, so they are refused.
+    line_comments: tuple[str, ...] = ("--",)
+
     def __init__(
         self,
         name: str,
@@ -97,6 +101,10 @@ class SQLConnectorTask(SQLTask[TaskConfig]):
         outputs: dict[str, type] | None = None,
         **task_kwargs: Any,
     ) -> None:
+        token = find_line_comment(query_template, self.line_comments)
+        if token:
+            raise ValueError(f"{name}: use /* ... */ comments in query_template; flytekit joins the query into one "
+                             f"line, so a {token} comment would comment out everything after it")
         model = connector.config_model
         if not model.sql_field:
             raise TypeError(f"{model.__name__} declares no sql_field, so {connector.__name__} takes no query; "
