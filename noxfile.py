@@ -183,6 +183,27 @@ def compat(session: nox.Session, package: str, bound: str) -> None:
     session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
 
 
+# ------------------------------------------------------------------------------------------ flytekit drop-in (issue 18)
+#: The flytekit connector plugins whose task types our packages also serve, at the release the layouts come from.
+FLYTEKIT_COMPAT = "1.16.31"
+FLYTEKIT_PLUGINS = ["flytekitplugins-bigquery", "flytekitplugins-snowflake", "flytekitplugins-spark",
+                    "flytekitplugins-awssagemaker", "flytekitplugins-openai"]
+
+
+@nox.session(name="compat-flytekit")
+def compat_flytekit(session: nox.Session) -> None:
+    """Templates built by flytekit's own connector plugins, run through our host against our fakes (tests/compat/).
+
+    Every connector package plus flytekit's plugins in one environment: they must resolve together."""
+    deps = editable(repo.CORE, "testing,flytekit")
+    for name in CONNECTORS:
+        deps += editable(name, "testing")
+    plugins = [f"{name}=={FLYTEKIT_COMPAT}" for name in ["flytekit", *FLYTEKIT_PLUGINS]]
+    session.install(*deps, TOMLI, *plugins)
+    session.run("uv", "pip", "check", "--python", str(Path(session.bin) / "python"))
+    session.run("pytest", "-p", "no:cacheprovider", *(session.posargs or ["tests/compat"]))
+
+
 # ================================================================================================ running
 @nox.session
 def sandbox(session: nox.Session) -> None:
