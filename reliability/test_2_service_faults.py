@@ -10,8 +10,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
-from conftest import warm_up
 from relsuite.jobs import Fleet, Job, Propeller, remote_jobs_per_attempt
 
 SECTION = "service_faults"
@@ -40,13 +38,6 @@ def inject(fake: Any, rate: float, seed: int, hang: float) -> list[Any]:
         fake.inject_fault(503, rate=each, after=True),
         fake.inject_fault(None, rate=each, drop=True),
     ]
-
-
-@pytest.fixture(scope="module")
-def fault_host(lab):
-    with lab.running("faults") as host:
-        warm_up(lab, host)
-        yield host
 
 
 def run_connector(lab: Any, host: Any, profile: Any, count: int, rate: float, seed: int,
@@ -107,7 +98,7 @@ def run_connector(lab: Any, host: Any, profile: Any, count: int, rate: float, se
     return summary
 
 
-def test_every_job_reaches_its_true_final_phase_under_service_faults(lab, fault_host, sizes, results):
+def test_every_job_reaches_its_true_final_phase_under_service_faults(lab, main_host, sizes, results):
     section = results.section(SECTION)
     section["rate"] = sizes.fault_rate
     section["seed"] = lab.seed
@@ -119,7 +110,7 @@ def test_every_job_reaches_its_true_final_phase_under_service_faults(lab, fault_
 
     def one(profile: Any) -> None:
         seed = lab.seed + sum(map(ord, profile.package))
-        summary = run_connector(lab, fault_host, profile, sizes.fault_jobs, sizes.fault_rate, seed,
+        summary = run_connector(lab, main_host, profile, sizes.fault_jobs, sizes.fault_rate, seed,
                                 sizes.fault_deadline)
         with lock:
             per[profile.package] = summary

@@ -50,6 +50,9 @@ class Propeller:
         self._lock = threading.Lock()
         self.calls: Counter[tuple[int, str]] = Counter()
         self.errors: Counter[tuple[int, str, str]] = Counter()
+        #: With ``trace = True``: (channel index, method, started, ended, code) of every call (monotonic times).
+        self.trace = False
+        self.traced: list[tuple[int, str, float, float, str]] = []
 
     def pick(self) -> int:
         with self._lock:
@@ -63,14 +66,21 @@ class Propeller:
         index = self.pick() if index is None else index
         with self._lock:
             self.calls[(index, method)] += 1
+        started = time.monotonic()
+        code = "OK"
         try:
             return fn(index)
         except grpc.RpcError as err:
+            code = err.code().name
             with self._lock:
-                self.errors[(index, method, err.code().name)] += 1
+                self.errors[(index, method, code)] += 1
             self.recorder.scan("gRPC error details", err.details() or "")
             err.channel_index = index  # type: ignore[attr-defined]
             raise
+        finally:
+            if self.trace:
+                with self._lock:
+                    self.traced.append((index, method, started, time.monotonic(), code))
 
     def create(self, template: Any, inputs: Mapping[str, Any] | None, ident: ExecutionIdentity,
                index: int | None = None) -> bytes:
