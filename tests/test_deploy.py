@@ -9,6 +9,7 @@ image's install and entrypoint steps in a fresh venv (no container engine runs i
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -366,6 +367,7 @@ def check_connector_service(section: dict[str, Any], flavour: str) -> list[str]:
     return [*section.get("supportedTaskTypes", []), *(section.get("connectorForTaskTypes") or {})]
 
 
+@functools.lru_cache(maxsize=1)
 def served_task_types() -> dict[str, bool]:
     """Every installed connector's task type -> is it sync (as `flyteconnectors list --json` says)."""
     result = subprocess.run([sys.executable, "-m", "flyteconnectors.core", "list", "--json"], capture_output=True,
