@@ -20,6 +20,9 @@ venv=$2
 connectors=$3
 extras=${4:-}
 uv=${UV:-uv}
+# Set, it makes the wheels reproducible and the compiled bytecode hash-checked: the .pyc files stay valid when
+# `COPY --from` gives the sources new modification times (the pod cannot rewrite them: read-only filesystem).
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-1580601600}"
 python=${PYTHON:-python3}
 wheels=${WHEEL_DIR:-$venv.wheels}
 keep_wheels=${WHEEL_DIR:+yes}
