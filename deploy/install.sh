@@ -29,7 +29,8 @@ keep_wheels=${WHEEL_DIR:+yes}
 
 for name in $connectors; do
     if [ ! -f "$src/connectors/$name/pyproject.toml" ]; then
-        echo "unknown connector '$name'; available: $(ls "$src/connectors" | tr '\n' ' ')" >&2
+        available=$(cd "$src/connectors" && for d in */; do printf '%s ' "${d%/}"; done)
+        echo "unknown connector '$name'; available: $available" >&2
         exit 2
     fi
 done

