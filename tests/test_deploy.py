@@ -144,7 +144,9 @@ def test_configmap_is_a_host_config_the_pod_agrees_with(name: str, tmp_path: Pat
             assert "secret" in volumes[mounts[str(Path(path).parent)]], path
     # Service and probes point at the port the host listens on.
     service = by_kind(objects)["Service"]
-    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}["grpc"] == "grpc"
+    grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    # Propeller's k8s:// resolver dials pod IPs with the endpoint's port: Service port and container port agree.
+    assert grpc_port["targetPort"] == "grpc" and grpc_port["port"] == settings.port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         check = container[probe]
         assert check.get("grpc", {}).get("port", settings.port) == settings.port
