@@ -89,13 +89,15 @@ class Config:
     local_n: int
     local_repeats: int
     profile_seconds: float
+    second_load_seconds: float = 3.0
 
 
 def make_config(args: argparse.Namespace) -> Config:
     if args.quick:
         return Config(quick=True, repeats=1, startup_runs=1, throughput_seconds=1.5, throughput_in_flight=32,
                       service_seconds=2.0, service_in_flight=32, service_repeats=1, service_latency=0.05,
-                      poll_interval=0.0, warmup=0.5, settle=0.5, local_n=2, local_repeats=1, profile_seconds=0)
+                      poll_interval=0.0, warmup=1.0, settle=0.5, local_n=2, local_repeats=1, profile_seconds=0,
+                      second_load_seconds=0.5)
     return Config(quick=False, repeats=args.repeats, startup_runs=args.startup_runs,
                   throughput_seconds=args.throughput_seconds, throughput_in_flight=64,
                   service_seconds=args.service_seconds, service_in_flight=256, service_repeats=args.service_repeats,
@@ -177,6 +179,27 @@ class Proc:
                     self.popen.kill()
                 self.popen.wait()
         self._log.close()
+
+
+def wait_serving(port: int, proc: Proc, timeout: float = 90.0) -> None:
+    """Wait until grpc.health.v1 reports SERVING (a host may warm up its SDKs between ListAgents and ready)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    end = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < end:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited before serving:\n{proc.tail()}")
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+    raise TimeoutError(f"{proc.name} did not report SERVING within {timeout:.0f}s:\n{proc.tail()}")
 
 
 def wait_list_agents(port: int, proc: Proc, timeout: float = 90.0) -> int:
@@ -264,6 +287,8 @@ class Rig:
         proc = Proc(kind, argv, env, self.logdir, cwd)
         try:
             wait_list_agents(port, proc)
+            if kind != "bare":
+                wait_serving(port, proc)
         except Exception:
             proc.stop()
             raise
@@ -392,7 +417,7 @@ def scenario_startup(rig: Rig, cfg: Config, log: Callable[[str], None]) -> dict[
     samples: dict[str, list[float]] = {k: [] for k in commands}
     listed: dict[str, int] = {}
     order = list(commands)
-    for kind in order:  # warm-up: page cache, bytecode already compiled
+    for kind in order if not cfg.quick else ():  # warm-up: page cache, bytecode already compiled
         run_once(commands[kind], timeout=90, env=env, quiet=True)
     for r in range(cfg.repeats * cfg.startup_runs):
         for kind in order[r % 3:] + order[:r % 3]:
@@ -428,7 +453,7 @@ def scenario_throughput(rig: Rig, cfg: Config, log: Callable[[str], None], which
         if "blocking" in which:
             for variant in ("blocking-def", "blocking-async"):
                 plans += [(variant, "ours", f"bench-{variant}"), (variant, "flytekit", f"bench-{variant}")]
-        for case, kind, task_type in plans:  # warm-up of every pairing (connections, first calls)
+        for case, kind, task_type in plans if not cfg.quick else ():  # warm-up: connections, first calls
             proc, port = servers[kind]
             run_load(port, loadgen.trivial_template(task_type), in_flight=cfg.throughput_in_flight,
                      duration=0.5, warmup=0.2, poll_interval=0, run_id=f"warm-{case}-{kind}")
@@ -637,16 +662,26 @@ def service_run(rig: Rig, case: services.ServiceCase, kind: str, cfg: Config, ce
             else:
                 result = load()
         fake_cpu = proc_cpu_s(fake.proc.pid)
+        result["load_average"] = round(os.getloadavg()[0], 2)
         time.sleep(cfg.settle)
         after = {"rss_mb": proc_rss_mb(host.pid), "fds": proc_fds(host.pid), "threads": proc_threads(host.pid)}
+        # The same load again, briefly: descriptors a bounded pool keeps stay level; a leak grows again.
+        again = run_load(port, side.template, inputs=side.inputs, inputs_for=side.inputs_for,
+                         in_flight=cfg.service_in_flight, duration=cfg.second_load_seconds, warmup=0,
+                         poll_interval=cfg.poll_interval, run_id=run_id + "b")
+        time.sleep(cfg.settle)
+        after_again = proc_fds(host.pid)
         stats = fake.stats()
+        creates_ok = result["creates_ok"] + again["creates_ok"]
         result.update({
             "idle": idle, "after": after, "rss_peak_mb": rss.peak,
-            "fd_growth": (after["fds"] - idle["fds"]) if after["fds"] is not None and idle["fds"] is not None
-            else None,
+            "fd_growth": _diff(after["fds"], idle["fds"]),
+            "fd_growth_second_load": _diff(after_again, after["fds"]),
+            "second_load": {"seconds": cfg.second_load_seconds, "creates_ok": again["creates_ok"],
+                            "errors": again["errors"]},
             "remote_jobs": stats["jobs"], "service_requests": stats["requests"],
             "service_statuses": stats["statuses"],
-            "orphaned_jobs": max(0, stats["jobs"] - result["creates_ok"]),
+            "orphaned_jobs": max(0, stats["jobs"] - creates_ok),
             "deadline_errors": sum(v for k, v in result["errors"].items() if k.endswith("DEADLINE_EXCEEDED")),
             "capacity_jobs_per_s": round(result["ok_rpc_per_s"] / 4, 2),
             "fake_cpu_s": round(fake_cpu - fake_cpu_before, 2) if fake_cpu is not None and fake_cpu_before
@@ -659,6 +694,10 @@ def service_run(rig: Rig, case: services.ServiceCase, kind: str, cfg: Config, ce
         if host is not None:
             host.stop()
         fake.proc.stop()
+
+
+def _diff(a: int | None, b: int | None) -> int | None:
+    return a - b if a is not None and b is not None else None
 
 
 def scenario_services(rig: Rig, cfg: Config, log: Callable[[str], None], names: list[str],
@@ -686,7 +725,8 @@ def scenario_services(rig: Rig, cfg: Config, log: Callable[[str], None], names: 
                 log(f"  {name:10s} {kind:9s} {result['ok_rpc_per_s']:8.1f} ok RPC/s  capacity "
                     f"{result['capacity_jobs_per_s']:7.2f} jobs/s  p99 Get {result['per_rpc']['GetTask']['p99_ms']}"
                     f" ms  errors {result['errors'] or 0}  orphans {result['orphaned_jobs']}  fds "
-                    f"{result['fd_growth']:+d}  rss peak {result['rss_peak_mb']} MB")
+                    f"{result['fd_growth']:+d} then {result['fd_growth_second_load']:+d}  rss peak "
+                    f"{result['rss_peak_mb']} MB")
         out["cases"][name] = _service_case(case, runs, failures)
         entry = out["cases"][name]
         if profile and cfg.profile_seconds and runs["ours"] and not entry["met"]:
@@ -715,6 +755,7 @@ def _service_case(case: services.ServiceCase, runs: dict[str, list[dict[str, Any
             "errors": _sum_errors(results),
             "orphaned_jobs": sum(pick(kind, lambda r: r["orphaned_jobs"])),
             "fd_growth": summary(pick(kind, lambda r: r["fd_growth"])),
+            "fd_growth_second_load": summary(pick(kind, lambda r: r["fd_growth_second_load"])),
             "rss_idle_mb": summary(pick(kind, lambda r: r["idle"]["rss_mb"])),
             "rss_peak_mb": summary(pick(kind, lambda r: r["rss_peak_mb"])),
             "jobs_not_succeeded": sum(pick(kind, lambda r: r["jobs_not_succeeded"])),
@@ -731,6 +772,8 @@ def _service_case(case: services.ServiceCase, runs: dict[str, list[dict[str, Any
         "zero_deadline_errors": bool(ours and ours["deadline_errors"] == 0),
         "zero_orphans": bool(ours and ours["orphaned_jobs"] == 0),
         "no_fd_growth": bool(ours and ours["fd_growth"] and ours["fd_growth"]["max"] <= 0),
+        "no_fd_growth_on_second_load": bool(ours and ours["fd_growth_second_load"]
+                                            and ours["fd_growth_second_load"]["max"] <= 0),
         "all_jobs_succeeded": bool(ours and ours["jobs_not_succeeded"] == 0),
     }
     return {
@@ -834,7 +877,8 @@ def main(argv: list[str] | None = None) -> int:
         profile = not args.no_profile and not cfg.quick
         for name in only:
             t0 = time.monotonic()
-            log(f"scenario {name}")
+            load_before = round(os.getloadavg()[0], 2)
+            log(f"scenario {name} (load average {load_before})")
             try:
                 if name == "startup":
                     scenarios["startup"] = scenario_startup(rig, cfg, log)
@@ -852,6 +896,9 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as err:
                 log(f"  scenario {name} failed: {type(err).__name__}: {err}")
                 scenarios[name] = {"error": f"{type(err).__name__}: {err}"[:4000], "met": False}
+            if isinstance(scenarios.get(name), dict):
+                scenarios[name]["load_average_1m"] = {"before": load_before, "after": round(os.getloadavg()[0], 2)}
+                scenarios[name]["seconds"] = round(time.monotonic() - t0, 1)
             log(f"  ({time.monotonic() - t0:.0f}s)")
         result["duration_s"] = round(time.time() - started, 1)
     output = args.output or RESULTS / (dt.datetime.fromtimestamp(started, dt.timezone.utc)

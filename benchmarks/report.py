@@ -202,23 +202,25 @@ def render(result: dict[str, Any], source: str) -> str:
             "between an execution's GetTask calls, Propeller's 10 s deadline on every RPC. Capacity = successful "
             "RPC/s ÷ 4 (one CreateTask and three GetTask per job). A fresh fake and a fresh host for every run; "
             "orphaned jobs = remote jobs the fake holds − CreateTask calls that returned; descriptor growth = "
-            f"open fds of the host {cfg['settle']:g} s after the load − before it.")
+            f"open fds of the host {cfg['settle']:g} s after the load − before it; then the same load runs "
+            f"again for {cfg.get('second_load_seconds', 3):g} s and the growth from the first to the second "
+            "is shown too (a bounded pool of keep-alive connections stays level, a leak grows again).")
         add("")
         add("| service | host | ok RPC/s | capacity jobs/s | GetTask p99 ms | deadline errors | other errors | "
-            "orphaned jobs | fd growth | peak RSS MB |")
-        add("|---|---|---|---|---|---|---|---|---|---|")
+            "orphaned jobs | fd growth after load | fd growth after a 2nd load | peak RSS MB |")
+        add("|---|---|---|---|---|---|---|---|---|---|---|")
         for name, case in sv["cases"].items():
             for kind in ("ours", "flytekit"):
                 row = case["table"].get(kind)
                 if row is None:
                     why = case["failures"].get(kind, "no pairing (see below)")
-                    add(f"| {name} | {kind} | did not run: {why[:160].replace('|', '/')} | | | | | | | |")
+                    add(f"| {name} | {kind} | did not run: {why[:160].replace('|', '/')} | | | | | | | | |")
                     continue
                 other = {k: n for k, n in row["errors"].items() if not k.endswith("DEADLINE_EXCEEDED")}
                 add(f"| {name} | {kind} | {span(row['ok_rpc_per_s'], 1)} | {span(row['capacity_jobs_per_s'], 2)} | "
                     f"{med(row['get_p99_ms'], 0)} | {row['deadline_errors']} | {errors_text(other)} | "
                     f"{row['orphaned_jobs']} | {span(row['fd_growth'], 0, bold=False)} | "
-                    f"{med(row['rss_peak_mb'], 0)} |")
+                    f"{span(row.get('fd_growth_second_load'), 0, bold=False)} | {med(row['rss_peak_mb'], 0)} |")
         add("")
         for name, case in sv["cases"].items():
             ratio = case["ratio_capacity_ours_flytekit"]
@@ -315,7 +317,7 @@ def write(result: dict[str, Any], source: Path, doc: Path = DOC) -> Path:
     if marker in existing and END in existing:
         head, _, rest = existing.partition(marker)
         _, _, tail = rest.partition(END)
-        text = head + block + tail.lstrip("\n")
+        text = head + block + ("\n" + tail.lstrip("\n") if tail.strip() else "")
     else:
         body = existing
         if body.startswith(TITLE):
