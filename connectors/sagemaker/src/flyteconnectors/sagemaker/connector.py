@@ -938,4 +938,13 @@ class CreateModel(_SageMaker, SyncConnector[ModelConfig]):
                                   log_links=[_console(region, f"models/{name}")], custom_info={"arn": arn})
 
 
-CONNECTORS = (TrainingJob, ProcessingJob, TransformJob, TuningJob, EndpointDeployment, InvokeEndpoint, CreateModel)
+def __getattr__(name: str) -> Any:
+    # CONNECTORS also serves (or refuses, with the reason) flytekit's task types: flytekit_compat.py subclasses the
+    # connectors above. Built on first use, so that either module may be imported first.
+    if name == "CONNECTORS":
+        from flyteconnectors.sagemaker import flytekit_compat
+
+        globals()[name] = (TrainingJob, ProcessingJob, TransformJob, TuningJob, EndpointDeployment, InvokeEndpoint,
+                           CreateModel, *flytekit_compat.CONNECTORS)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
