@@ -19,6 +19,16 @@ FLYTEKIT_TASK_TYPES = {
     "spark": ("databricks", False),
     "chatgpt": ("openai", True),
     "openai-batch": ("openai", False),
+    "sagemaker-training-job": ("sagemaker", False),
+    "sagemaker-processing-job": ("sagemaker", False),
+    "sagemaker-transform-job": ("sagemaker", False),
+    # Offered so that Propeller routes them here and the task fails with the reason, not "no connector".
+    "boto": ("sagemaker", True),
+    "sagemaker-endpoint": ("sagemaker", False),
+    "sagemaker-training-task": ("sagemaker", False),
+    "sagemaker-processing-task": ("sagemaker", False),
+    "sagemaker-hyperparameter-tuning-job": ("sagemaker", False),
+    "sagemaker-inference-recommender-job": ("sagemaker", False),
 }
 INSTALLED = {ep.name for ep in entry_points(group="flyteconnectors")}
 
