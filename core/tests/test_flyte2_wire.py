@@ -76,3 +76,10 @@ def test_a_job_created_over_v1_is_read_and_cancelled_over_v2(fake):
         assert v2.get(TEMPLATE, meta).phase == Phase.RUNNING
         v2.delete(TEMPLATE, meta)
         assert next(iter(fake.jobs.values()))["cancelled"] == 1
+
+
+def test_a_flyte2_task_naming_its_secrets_in_custom_still_validates(host):
+    template = builders.task_template("example-job", {"payload": "p", "secrets": {"example_token": "team-token"},
+                                                      "configs": {}}, outputs={"result": str})
+    final = Flyte2Client(host.channel, secrets={"example_token": "per-call-token-1234"}).run(template)
+    assert final.phase == Phase.SUCCEEDED

@@ -19,6 +19,7 @@ from flyteconnectors.core import Phase
 from flyteconnectors.core.dispatcher import DispatcherOptions, RetryPolicy
 from flyteconnectors.core.testing import builders
 from flyteconnectors.core.testing.host import HostThread, PropellerClient
+from flyteconnectors.core.testing.lag import LoopLagProbe, assert_no_stall
 from flyteconnectors.snowflake.connector import STATES, SnowflakeQuery
 from flyteconnectors.snowflake.fake import SnowflakeFake
 
@@ -511,14 +512,17 @@ def test_calls_never_block_the_event_loop(fake, host, propeller):
     assert not any(inspect.iscoroutinefunction(getattr(SnowflakeQuery, m)) for m in ("create", "get", "delete"))
     fake.set_latency(0.4)
     template = query_task("SELECT 1")
-    slow = threading.Thread(target=lambda: propeller.create(template))
-    slow.start()
-    time.sleep(0.1)
-    started = time.monotonic()
-    propeller.list_agents()
-    answered_in = time.monotonic() - started
-    slow.join()
+    host.host.watchdog.max_lag = 0.0
+    with LoopLagProbe() as probe:
+        slow = threading.Thread(target=lambda: propeller.create(template))
+        slow.start()
+        time.sleep(0.1)
+        started = time.monotonic()
+        propeller.list_agents()
+        answered_in = time.monotonic() - started
+        slow.join()
 
-    assert answered_in < 0.2
-    assert host.host.watchdog.max_lag < 0.25
+    # Each allowance is over what an idle loop lagged meanwhile: a busy CI machine delays every thread.
+    assert answered_in < 0.2 + probe.max_lag
+    assert_no_stall(host.host.watchdog.max_lag, probe, 0.25)
 

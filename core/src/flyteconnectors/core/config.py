@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from flyteconnectors.core.errors import InvalidTaskConfig
 
+_CONNECTION_KEYS = ("secrets", "configs")
+
 
 class TaskConfig(BaseModel):
     """Base of every connector's config model. Unknown fields are refused, so a typo is an error, not ignored.
@@ -27,6 +29,11 @@ class TaskConfig(BaseModel):
         cls, custom: dict[str, Any] | None, config: dict[str, str] | None = None, sql: str | None = None
     ) -> TaskConfig:
         data: dict[str, Any] = dict(custom or {})
+        for key in _CONNECTION_KEYS:
+            # Flyte 2 names a task's secrets and configs under these keys of ``custom`` and sends their values in
+            # the call's Connection; they are not task configuration.
+            if key not in cls.model_fields and isinstance(data.get(key), dict):
+                data.pop(key)
         if cls.sql_field and sql is not None and cls.sql_field not in data:
             data[cls.sql_field] = sql
         return cls.parse(data)
