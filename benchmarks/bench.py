@@ -386,9 +386,11 @@ class RssSampler:
 
 
 def run_load(port: int, template: Any, *, in_flight: int, duration: float, warmup: float, poll_interval: float,
-             run_id: str, inputs: Any = None, inputs_for: Any = None, pid: int | None = None) -> dict[str, Any]:
+             run_id: str, inputs: Any = None, inputs_for: Any = None, pid: int | None = None,
+             drain_limit: float | None = None) -> dict[str, Any]:
     spec = loadgen.LoadSpec(f"127.0.0.1:{port}", template, in_flight=in_flight, duration=duration, warmup=warmup,
-                            poll_interval=poll_interval, run_id=run_id, inputs_for=inputs_for)
+                            poll_interval=poll_interval, run_id=run_id, inputs_for=inputs_for,
+                            drain_limit=drain_limit)
     if inputs is not None:
         spec.inputs = inputs
     cpu_before = proc_cpu_s(pid) if pid else None
@@ -588,10 +590,10 @@ def summarize_collapsed(text: str, top: int = 15) -> dict[str, Any]:
 
 
 def _short(frame: str) -> str:
-    # "function (path/to/module.py:123)" -> "function (module.py:123)"
+    # "function (path/to/pkg/module.py:123)" -> "function (pkg/module.py)": one entry per function
     if "(" in frame and frame.endswith(")"):
         name, _, where = frame.partition(" (")
-        where = where[:-1]
+        where = where[:-1].rsplit(":", 1)[0]
         parts = where.split("/")
         where = "/".join(parts[-2:]) if len(parts) > 1 else where
         return f"{name} ({where})"
@@ -668,7 +670,7 @@ def service_run(rig: Rig, case: services.ServiceCase, kind: str, cfg: Config, ce
         # The same load again, briefly: descriptors a bounded pool keeps stay level; a leak grows again.
         again = run_load(port, side.template, inputs=side.inputs, inputs_for=side.inputs_for,
                          in_flight=cfg.service_in_flight, duration=cfg.second_load_seconds, warmup=0,
-                         poll_interval=cfg.poll_interval, run_id=run_id + "b")
+                         poll_interval=cfg.poll_interval, run_id=run_id + "b", drain_limit=1.0)
         time.sleep(cfg.settle)
         after_again = proc_fds(host.pid)
         stats = fake.stats()
@@ -693,7 +695,23 @@ def service_run(rig: Rig, case: services.ServiceCase, kind: str, cfg: Config, ce
     finally:
         if host is not None:
             host.stop()
+            with contextlib.suppress(NameError):
+                result["host_log"] = log_digest(host.tail(2_000_000))
         fake.proc.stop()
+
+
+def log_digest(text: str, top: int = 6) -> list[list[Any]]:
+    """The most frequent WARNING/ERROR lines of a host log (timestamps, pids and numbers blanked)."""
+    import re
+
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if " WARNING " not in line and " ERROR " not in line and "Traceback" not in line:
+            continue
+        key = re.sub(r"^\S+ \S+ ", "", line)
+        key = re.sub(r"\d+", "N", key)[:200]
+        counts[key] = counts.get(key, 0) + 1
+    return [[k, v] for k, v in sorted(counts.items(), key=lambda kv: kv[1], reverse=True)[:top]]
 
 
 def _diff(a: int | None, b: int | None) -> int | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -58,6 +59,9 @@ class LoadSpec:
     namespace: str = "flytesnacks-development"
     #: Inputs per execution (execution name -> LiteralMap), e.g. when the job name comes from an input.
     inputs_for: Callable[[str], literals_pb2.LiteralMap] | None = None
+    #: Seconds to wait after the window for RPCs still in flight (None: until each returns or hits its deadline;
+    #: the rest are cancelled and not counted).
+    drain_limit: float | None = None
 
 
 @dataclass
@@ -262,7 +266,12 @@ async def run_load(spec: LoadSpec) -> LoadResult:
         run.start = time.monotonic()
         run.window_start = run.start + spec.warmup
         run.end = run.start + spec.warmup + spec.duration
-        await asyncio.gather(*(run.execution(stub, i) for i in range(spec.in_flight)))
+        work = asyncio.gather(*(run.execution(stub, i) for i in range(spec.in_flight)))
+        if spec.drain_limit is None:
+            await work
+        else:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(work, spec.warmup + spec.duration + spec.drain_limit)
     result = run.result()
     names = _phase_names()
     result.phases = {names.get(int(k), k): v for k, v in result.phases.items()}

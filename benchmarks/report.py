@@ -232,6 +232,16 @@ def render(result: dict[str, Any], source: str) -> str:
                 for kind, why in case["failures"].items():
                     add(f"{kind} failed to run: `{why[:600]}`")
             add("")
+            logs = {kind: runs[0].get("host_log") for kind, runs in case["runs"].items() if runs}
+            if any(logs.values()):
+                add(f"<details><summary>{name}: most frequent warnings in the host logs (first run)</summary>")
+                add("")
+                for kind, digest in logs.items():
+                    for line, count in digest or []:
+                        add(f"- {kind}, {count}×: `{line.replace('`', chr(39))}`")
+                add("")
+                add("</details>")
+                add("")
             if case.get("profile_ours"):
                 profile_block(add, case["profile_ours"], f"our host, {name}, same load")
 
