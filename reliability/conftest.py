@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,32 @@ def lab() -> Iterator[Lab]:
         yield started
 
 
+#: Flags of the spare replicas (the drain check needs them; harmless for the others).
+SPARE_FLAGS = ("--drain-delay", "1", "--grace-period", "10")
+_SPARES: list[HostProcess] = []
+
+
 @pytest.fixture(scope="session")
 def main_host(lab: Lab) -> Iterator[HostProcess]:
-    """The host the fuzzer and the quick checks talk to (every connector, warmed up)."""
-    with lab.running("main") as host:
-        warm_up(lab, host)
-        yield host
+    """The host most checks talk to (every connector, warmed up). Two spare replicas for the checks that kill one
+    start and warm up at the same time, which is cheaper than one after another."""
+    host = lab.host("main", start=False)
+    spares = [lab.host(f"spare-{i}", *SPARE_FLAGS, start=False) for i in (1, 2)]
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda h: warm_up(lab, h.start()), [host, *spares]))
+    _SPARES.extend(spares)
+    yield host
+    for spare in spares:
+        spare.stop(10)
+    host.stop(15)
+
+
+@pytest.fixture
+def spare_host(main_host: HostProcess) -> HostProcess:
+    """A warm replica nobody else has used; the check may kill it."""
+    if not _SPARES:
+        pytest.fail("no spare replica left; a check took more than the two started")
+    return _SPARES.pop(0)
 
 
 def warm_up(lab: Lab, host: HostProcess) -> None:

@@ -10,19 +10,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-from conftest import warm_up
+import pytest
 from relsuite.jobs import Fleet, Job, Propeller, remote_jobs_per_attempt
 
 SECTION = "replica_loss"
 RUNNING_POLLS = 4  # each job reports RUNNING this many times before it succeeds
 
 
-def test_all_jobs_finish_through_the_survivor_when_a_replica_is_killed(lab, main_host, sizes, results):
+def test_all_jobs_finish_through_the_survivor_when_a_replica_is_killed(lab, main_host, spare_host, sizes,
+                                                                          results):
     section = results.section(SECTION)
-    # The survivor is the suite's main host (already warm); the victim is a fresh replica.
-    hosts = [lab.host("replica-victim"), main_host]
+    # The survivor is the suite's main host, the victim a spare replica (both warm).
+    hosts = [spare_host, main_host]
     try:
-        warm_up(lab, hosts[0])
         for profile in lab.profiles:
             profile.set_outcome(lab.fakes[profile.package], (*[profile.running] * RUNNING_POLLS, profile.success))
         channels = [h.channel() for h in hosts]
@@ -108,3 +108,27 @@ def test_all_jobs_finish_through_the_survivor_when_a_replica_is_killed(lab, main
 def _cycle(items: list[Any]) -> Any:
     while True:
         yield from items
+
+
+@pytest.mark.xfail(strict=True, reason="openai connector bug: concurrent first calls on a fresh host read the "
+                   "half-imported flyteconnectors.openai._service (connector._sdk checks sys.modules) and fail "
+                   "with AttributeError ('partially initialized module')")
+def test_a_fresh_replica_answers_concurrent_first_calls(lab):
+    if "openai" not in lab.fakes:
+        pytest.skip("openai connector not installed")
+    profile = lab.profile("openai")
+    fake = lab.fakes["openai"]
+    with lab.running("cold-openai", "--connectors", "openai") as host, host.channel() as channel:
+        client = Propeller([channel], lab.recorder)
+        case = profile.job(fake)
+        jobs = [Job(profile, case, execution=f"cold{i}") for i in range(8)]
+        def create(job: Job) -> str:
+            try:
+                client.create(case.template, case.inputs, job.identity())
+                return "OK"
+            except grpc.RpcError as err:
+                return f"{err.code().name}: {err.details()}"
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(create, jobs))
+    assert answers == ["OK"] * len(jobs), answers

@@ -10,20 +10,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from conftest import warm_up
+from conftest import SPARE_FLAGS
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from relsuite.jobs import Fleet, Job, Propeller
 
 SECTION = "drain"
-DRAIN_DELAY = 1.0
-GRACE = 10.0
+DRAIN_DELAY = float(SPARE_FLAGS[1])
+GRACE = float(SPARE_FLAGS[3])
 WORKERS = 12
 
 
-def test_sigterm_under_load_drains_without_a_failed_rpc(lab, main_host, sizes, results):
+def test_sigterm_under_load_drains_without_a_failed_rpc(lab, main_host, spare_host, sizes, results):
     section = results.section(SECTION)
-    draining = lab.host("drain-victim", "--drain-delay", str(DRAIN_DELAY), "--grace-period", str(GRACE))
-    warm_up(lab, draining)
+    draining = spare_host  # started with SPARE_FLAGS: --drain-delay 1 --grace-period 10
     other = main_host  # the replica that stays
     hosts = [draining, other]
     for profile in lab.profiles:

@@ -57,6 +57,7 @@ class HostProcess:
 
     def __init__(self, name: str, logdir: Path, env: Mapping[str, str], args: Sequence[str] = (),
                  *, tls_root: bytes | None = None, client_cert: tuple[bytes, bytes] | None = None) -> None:
+        """``client_cert``: (certificate PEM, key PEM) for mTLS."""
         self.name = name
         self.port = free_port()
         self.args = ["--bind", "127.0.0.1", "--port", str(self.port), "--metrics-port", "0",
@@ -82,7 +83,7 @@ class HostProcess:
     def channel(self, **options: object) -> grpc.Channel:
         opts = [("grpc.enable_retries", 0), *options.items()]
         if self.tls_root is not None:
-            key, cert = self.client_cert or (None, None)
+            cert, key = self.client_cert or (None, None)
             creds = grpc.ssl_channel_credentials(self.tls_root, key, cert)
             return grpc.secure_channel(self.address, creds, options=opts)
         return grpc.insecure_channel(self.address, options=opts)
