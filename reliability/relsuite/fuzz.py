@@ -459,7 +459,7 @@ def mutate_message(message: Any, rng: random.Random, depth: int = 0) -> str:
         return "nothing to change"
     fd = rng.choice(fields)
     is_map = fd.message_type is not None and fd.message_type.GetOptions().map_entry
-    repeated = fd.label == FieldDescriptor.LABEL_REPEATED
+    repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == FieldDescriptor.LABEL_REPEATED
     try:
         if rng.random() < 0.25:
             message.ClearField(fd.name)

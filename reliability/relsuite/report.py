@@ -259,7 +259,7 @@ def _section(key: str, sec: dict[str, Any], sizes: dict[str, Any]) -> list[str]:
             f"polled without pause by 16 workers for {sec['polling_seconds']} s ({sec['poll_rounds']} rounds, "
             f"{sec['polls_per_second']} GetTask/s), then all cancelled with DeleteTask. Sampled from /proc every "
             f"{sizes.get('soak_sample_every')} s. Growth is the median of the last fifth minus the median of the "
-            "first fifth after the warm-up (creating the jobs and the first quarter of the polling); limits: "
+            "first fifth after the warm-up (creating the jobs and the first two poll rounds); limits: "
             f"{_counts(sec['limits'])}.",
             "",
             _table(["figure", "at start", "max", "growth after warm-up"],
