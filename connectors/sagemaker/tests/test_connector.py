@@ -433,8 +433,14 @@ def test_only_dedicated_task_types_are_served(propeller: PropellerClient):
     # flytekit's `boto` task type lets any task author call any boto3 method with the connector's identity.
     served = {a.name: [c.name for c in a.supported_task_categories] for a in propeller.list_agents()}
     types = {t for cats in served.values() for t in cats}
-    assert types == {"sagemaker-training", "sagemaker-processing", "sagemaker-transform", "sagemaker-tuning",
-                     "sagemaker-deploy-endpoint", "sagemaker-invoke-endpoint", "sagemaker-create-model"}
+    ours = {"sagemaker-training", "sagemaker-processing", "sagemaker-transform", "sagemaker-tuning",
+            "sagemaker-deploy-endpoint", "sagemaker-invoke-endpoint", "sagemaker-create-model"}
+    compat = {c.task_type for c in CONNECTORS if c.__module__.endswith(".flytekit_compat")}
+    assert types == ours | compat
+    # flytekit's generic `boto` type is served only to refuse it, with the reason.
+    answer = propeller.execute_sync(builders.task_template("boto", {"service": "iam", "method": "create_user",
+                                                                    "config": {}}))
+    assert answer.phase == Phase.FAILED and "IAM identity" in answer.message
 
 
 def test_clients_are_reused_across_calls_and_kept_per_region(host: HostThread, propeller: PropellerClient):
@@ -490,6 +496,7 @@ def test_the_sandbox_spec_sets_up_its_cases(fake: SageMakerFake):
 
     sandbox = spec()
     cases = sandbox.cases(fake)
-    assert {c.template.type for c in cases} == {c.task_type for c in CONNECTORS}
+    ours = {c.task_type for c in CONNECTORS if not c.__module__.endswith(".flytekit_compat")}
+    assert {c.template.type for c in cases} == ours
     assert fake.names("endpoint") == ["sandbox-live"]  # the invocation case needs a live endpoint
     assert sandbox.settings(fake)["endpoint_url"] == fake.url

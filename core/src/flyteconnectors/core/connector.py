@@ -80,7 +80,8 @@ class Connector(Generic[C]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for base in getattr(cls, "__orig_bases__", ()):
+        # Only this class's own bases: an inherited __orig_bases__ would reset a subclass's models to its parent's.
+        for base in cls.__dict__.get("__orig_bases__", ()):
             for arg in typing.get_args(base):
                 if isinstance(arg, type) and issubclass(arg, TaskConfig) and "config_model" not in vars(cls):
                     cls.config_model = arg

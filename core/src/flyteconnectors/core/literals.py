@@ -279,7 +279,7 @@ def outputs_to_literals(
     Outputs the interface declares but the connector did not return are an error naming them; values the
     interface does not declare are dropped (Propeller validates outputs against the interface).
     """
-    if types:
+    if types is not None:
         missing = [n for n in types if n not in values]
         if missing:
             raise LiteralConversionError(f"outputs.{missing[0]}", f"the job returned no value for {', '.join(missing)}")
@@ -295,7 +295,7 @@ def variable_types(variables: interface_pb2.VariableMap) -> dict[str, types_pb2.
 def pack_types(types: Mapping[str, types_pb2.LiteralType], limit: int = 2048) -> str | None:
     """Types as compact base64 protobuf for the resource_meta envelope, or None when too large."""
     if not types:
-        return None
+        return ""  # declares no outputs (None means: unknown, too large to keep)
     vm = interface_pb2.VariableMap(variables={n: interface_pb2.Variable(type=t) for n, t in types.items()})
     for var in vm.variables.values():
         var.type.ClearField("metadata")
@@ -306,8 +306,10 @@ def pack_types(types: Mapping[str, types_pb2.LiteralType], limit: int = 2048) ->
 
 
 def unpack_types(packed: str | None) -> dict[str, types_pb2.LiteralType] | None:
-    if not packed:
+    if packed is None:
         return None
+    if not packed:
+        return {}
     vm = interface_pb2.VariableMap()
     vm.ParseFromString(base64.b64decode(packed))
     return variable_types(vm)

@@ -94,7 +94,7 @@ class MetaCodec:
             "tv": envelope.task_version,
             "m": envelope.meta,
         }
-        if envelope.outputs:
+        if envelope.outputs is not None:
             body["o"] = envelope.outputs
         if envelope.failure is not None:
             body["f"] = envelope.failure
