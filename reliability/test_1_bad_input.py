@@ -24,7 +24,11 @@ SECTION = "bad_input"
 KNOWN = [
     (re.compile(r"Invalid base64|Incorrect padding|Error parsing message with type 'flyteidl\.core\.VariableMap'"),
      "test_a_resource_meta_with_an_altered_output_interface_fails_clearly_before_any_cloud_call"),
+    (re.compile(r"Fail to serialize (-?Infinity|NaN) for Value\.number_value"),
+     "test_a_template_whose_custom_holds_infinity_is_refused_clearly"),
 ]
+#: A fake that crashed on a request answers 500; the host then rightly answers UNAVAILABLE. Counted apart.
+SERVICE_5XX = re.compile(r"^[^:]+: UNAVAILABLE: .*\b5\d\d\b")
 
 
 def known_bug(problem: str) -> str | None:
@@ -105,6 +109,12 @@ def test_every_rpc_answers_malformed_requests_clearly(lab, main_host, sizes, res
     known = Counter(known_bug(p) for p in problems if known_bug(p))
     problems = [p for p in problems if not known_bug(p)]
     section["known_bug_answers"] = dict(known)
+    crashes = list(lab.fake_crashes.records)
+    service_errors = [p for p in problems if crashes and SERVICE_5XX.search(p.split(": ", 1)[1])]
+    problems = [p for p in problems if p not in service_errors]
+    section["answers_to_fake_crashes"] = len(service_errors)
+    section["fake_crashes"] = len(crashes)
+    section["fake_crash_samples"] = crashes[:2] + service_errors[:2]
     section["problems"] = len(problems)
     section["problem_samples"] = problems[:20]
 
@@ -160,6 +170,26 @@ def test_a_resource_meta_with_an_altered_output_interface_fails_clearly_before_a
         calls = len(fake.requests()) - before
     assert answer.startswith("OK phase 5") and "resource_meta" in answer, answer
     assert calls == 0, f"{calls} call(s) reached the service with an altered resource_meta"
+
+
+@pytest.mark.xfail(strict=True, reason="core bug: a TaskTemplate.custom holding Infinity or NaN answers INTERNAL "
+                   "('Fail to serialize Infinity for Value.number_value'): wire_v1.custom_dict calls "
+                   "json_format.MessageToDict unguarded")
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_template_whose_custom_holds_infinity_is_refused_clearly(lab, main_host, value):
+    profile = lab.profile("example")
+    template = profile.job(lab.fakes["example"]).template
+    template.custom.fields["priority"].number_value = value
+    with main_host.channel() as channel:
+        client = Propeller([channel], lab.recorder)
+        try:
+            meta = client.create(template, {}, builders.identity(execution="infinity"))
+            resource = client.get(template, meta)
+            answer = f"OK then GetTask phase {resource.phase}: {resource.message}"
+        except grpc.RpcError as err:
+            answer = f"{err.code().name}: {err.details()}"
+    assert answer.startswith(("INVALID_ARGUMENT", "OK then GetTask phase 5")), answer
+    assert "custom" in answer or "priority" in answer, f"the message should name the field: {answer}"
 
 
 class _NullRecorder:

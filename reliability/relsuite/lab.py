@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets as pysecrets
 import shutil
 import tempfile
 import threading
+import traceback
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -60,6 +62,20 @@ class Recorder:
             self.scan("outputs", str(resource.outputs))
 
 
+class FakeCrashes(logging.Handler):
+    """Keeps the fakes' own crashes (a fake answering 500 because its code raised), to tell them from the host's."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info)[-4:])
+        self.records.append(text)
+
+
 class Lab:
     """Started fakes for every available profile, secrets on disk, and a factory of host processes."""
 
@@ -75,6 +91,8 @@ class Lab:
         self.profiles, self.skipped = available(only)
         self.fakes: dict[str, FakeService] = {}
         self.hosts: list[HostProcess] = []
+        self.fake_crashes = FakeCrashes()
+        logging.getLogger("flyteconnectors.fake").addHandler(self.fake_crashes)
         self._names: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ lifecycle
