@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import grpc
+from relsuite import config
 from relsuite.jobs import TERMINAL, Job, Propeller
 
 from flyteconnectors.core.testing.host import Flyte2Client
