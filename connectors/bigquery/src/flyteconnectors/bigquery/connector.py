@@ -29,6 +29,7 @@ from flyteconnectors.core import (
     TaskContext,
     fingerprint,
 )
+from flyteconnectors.core.sql import replace_input_placeholders
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -44,8 +45,6 @@ _ARRAY = re.compile(r"^ARRAY\s*<\s*(\w+)\s*>$")
 # domain ("example.com:proj").
 _TABLE = re.compile(r"^(?:(?P<project>[a-z0-9.:-]+?)[.:])?(?P<dataset>\w+)\.(?P<table>[\w$-]+)$", re.IGNORECASE)
 _DATASET = re.compile(r"^(?:(?P<project>[a-z0-9.:-]+?)[.:])?(?P<dataset>\w+)$", re.IGNORECASE)
-# A quoted placeholder ('{{ .inputs.day }}') meant "this value as a string literal": a parameter says the same.
-_PLACEHOLDER = re.compile(r"""(['"]?)\{\{\s*\.inputs\.(\w+)\s*\}\}\1""")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 #: BigQuery allows 64 labels per job; these are the ones that carry the Flyte identity.
@@ -377,7 +376,7 @@ def _infer_type(name: str, value: Any) -> str:
 
 def bind_placeholders(query: str) -> str:
     """flytekit's ``{{ .inputs.name }}`` placeholders as the query parameter ``@name``, never as pasted text."""
-    return _PLACEHOLDER.sub(lambda m: f"@{m.group(2)}", query)
+    return replace_input_placeholders(query, lambda name: f"@{name}")
 
 
 def job_labels(user: dict[str, str], identity: ExecutionIdentity) -> dict[str, str]:

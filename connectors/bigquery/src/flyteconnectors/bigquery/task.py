@@ -6,15 +6,12 @@ Imports flytekit; the host never imports this module.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import typing
 from collections.abc import Mapping
 from typing import Any
 
 from flyteconnectors.bigquery.connector import BigQueryQuery, BigQueryQueryConfig
 from flyteconnectors.core.local import SQLConnectorTask
-
-_LINE_COMMENT = re.compile(r"(^|\s)(--|#)", re.MULTILINE)
 
 
 def declared_parameter_types(inputs: Mapping[str, Any]) -> dict[str, str]:
@@ -45,6 +42,8 @@ class BigQueryQueryTask(SQLConnectorTask):
     ``job_id`` and ``bytes_processed``.
     """
 
+    line_comments = ("--", "#")
+
     def __init__(
         self,
         name: str,
@@ -54,10 +53,6 @@ class BigQueryQueryTask(SQLConnectorTask):
         outputs: dict[str, type] | None = None,
         **task_kwargs: Any,
     ) -> None:
-        if _LINE_COMMENT.search(query_template):
-            # flytekit joins a SQL task's template into one line, so a line comment would swallow the rest.
-            raise ValueError(f"{name}: use /* ... */ comments in query_template; flytekit joins the query into one "
-                             "line, so a -- or # comment would comment out everything after it")
         super().__init__(
             name=name,
             connector=BigQueryQuery,

@@ -44,6 +44,7 @@ from flyteconnectors.core import (
     TransientServiceError,
     fingerprint,
 )
+from flyteconnectors.core.sql import replace_input_placeholders
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
@@ -641,7 +642,7 @@ def _normalize_host(value: str | None) -> str:
 
 def _named_markers(statement: str) -> str:
     """flytekit's ``{{ .inputs.name }}`` query placeholders as the Statement API's named markers ``:name``."""
-    return re.sub(r"\{\{\s*\.inputs\.(\w+)\s*\}\}", r":\1", statement)
+    return replace_input_placeholders(statement, lambda name: f":{name}")
 
 
 def _parameter_text(name: str, value: Any) -> str:

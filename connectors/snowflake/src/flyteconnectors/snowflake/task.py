@@ -5,14 +5,11 @@ Imports flytekit; the host never imports this module.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from flyteconnectors.core.local import SQLConnectorTask
 from flyteconnectors.snowflake.connector import SnowflakeQuery, SnowflakeQueryConfig
-
-_LINE_COMMENT = re.compile(r"(^|\s)(--|//)", re.MULTILINE)
 
 
 class SnowflakeQueryTask(SQLConnectorTask):
@@ -33,6 +30,8 @@ class SnowflakeQueryTask(SQLConnectorTask):
     Snowflake structured-dataset decoder reads. No outputs: the query just runs (DDL, INSERT, MERGE).
     """
 
+    line_comments = ("--", "//")
+
     def __init__(
         self,
         name: str,
@@ -42,10 +41,6 @@ class SnowflakeQueryTask(SQLConnectorTask):
         outputs: dict[str, type] | None = None,
         **task_kwargs: Any,
     ) -> None:
-        if _LINE_COMMENT.search(_without_strings(query_template)):
-            # flytekit joins a SQL task's template into one line, so a line comment would swallow the rest.
-            raise ValueError(f"{name}: use /* ... */ comments in query_template; flytekit joins the query into one "
-                             "line, so a -- or // comment would comment out everything after it")
         super().__init__(
             name=name,
             connector=SnowflakeQuery,
@@ -56,6 +51,3 @@ class SnowflakeQueryTask(SQLConnectorTask):
             **task_kwargs,
         )
 
-
-def _without_strings(sql: str) -> str:
-    return re.sub(r"'(?:[^'\\]|\\.|'')*'|\$\$.*?\$\$", "''", sql, flags=re.DOTALL)
