@@ -98,9 +98,13 @@ def test_every_rpc_answers_malformed_requests_clearly(lab, main_host, sizes, res
         check(tally.sent)
         per_rpc[rpc.name] = tally.as_dict()
         problems += [f"{rpc.name}: {p}" for p in tally.problems]
+    unpickled = fuzz.pickle_probe(sender, seeds, os.path.dirname(seeds.pickle_marker))
+    unpickled += fuzz.pickle_probe(sender, seeds, os.path.dirname(seeds.pickle_marker), wire="v2") \
+        if any(r.service.startswith("flyteidl2") for r in fuzz.rpcs()) else []
     channel.close()
 
     section["per_rpc"] = per_rpc
+    section["task_types_that_unpickled_resource_meta"] = unpickled
     section["requests"] = sum(t["sent"] for t in per_rpc.values())
     section["seconds"] = round(time.monotonic() - start, 1)
     section["health_checks"] = dict(health_seen)
@@ -121,7 +125,7 @@ def test_every_rpc_answers_malformed_requests_clearly(lab, main_host, sizes, res
     assert main_host.alive()
     assert main_host.health() == "SERVING"
     assert set(health_seen) == {"SERVING"}, f"health answered {dict(health_seen)} during fuzzing"
-    assert not os.path.exists(seeds.pickle_marker), "a pickle sent as resource_meta was executed"
+    assert not os.path.exists(seeds.pickle_marker) and not unpickled, "a pickle sent as resource_meta was executed"
     assert min(t["sent"] for t in per_rpc.values()) >= sizes.fuzz_per_rpc
     assert not problems, f"{len(problems)} unclear answers, e.g.:\n" + "\n".join(problems[:15])
 

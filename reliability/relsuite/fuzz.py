@@ -111,6 +111,30 @@ class Seeds:
         return sorted({n for n, _v, s in self.task_types if sync is None or s == sync})
 
 
+def pickle_probe(sender: Sender, seeds: Seeds, folder: str, wire: str = "v1") -> list[str]:
+    """GetTask and DeleteTask with a pickle as resource_meta for every served async task type; the task types
+    whose host unpickled it (the pickle creates a marker file when loaded)."""
+    import os
+
+    executed = []
+    by_name = {r.name: r for r in rpcs()}
+    for name, version, is_sync in seeds.task_types:
+        if is_sync:
+            continue
+        marker = os.path.join(folder, f"unpickled-{len(executed)}-{abs(hash(name))}")
+        blob = pickle.dumps(_Marker(marker))
+        for method in ("GetTask", "DeleteTask"):
+            rpc = by_name[f"{wire} {method}"]
+            category = type(rpc.request().task_category)(name=name, version=version)
+            request = rpc.request(task_category=category, resource_meta=blob)
+            if "task_type" in rpc.request.DESCRIPTOR.fields_by_name:
+                request.task_type = name
+            sender.send(rpc, request.SerializeToString())
+        if os.path.exists(marker):
+            executed.append(name)
+    return executed
+
+
 class _Marker:
     """A pickle that, if anything ever unpickles it, creates the marker file (open(path, "w"))."""
 

@@ -56,12 +56,19 @@ class HostProcess:
     """One host process. ``start()`` returns once health answers SERVING."""
 
     def __init__(self, name: str, logdir: Path, env: Mapping[str, str], args: Sequence[str] = (),
-                 *, tls_root: bytes | None = None, client_cert: tuple[bytes, bytes] | None = None) -> None:
-        """``client_cert``: (certificate PEM, key PEM) for mTLS."""
+                 *, tls_root: bytes | None = None, client_cert: tuple[bytes, bytes] | None = None,
+                 command: Sequence[str] | None = None) -> None:
+        """``client_cert``: (certificate PEM, key PEM) for mTLS. ``command``: another server to run (its args
+        are then taken as given, with ``{port}`` replaced)."""
         self.name = name
         self.port = free_port()
-        self.args = ["--bind", "127.0.0.1", "--port", str(self.port), "--metrics-port", "0",
-                     "--log-format", "json", *args]
+        if command is None:
+            self.command = SERVE
+            self.args = ["--bind", "127.0.0.1", "--port", str(self.port), "--metrics-port", "0",
+                         "--log-format", "json", *args]
+        else:
+            self.command = list(command)
+            self.args = [a.replace("{port}", str(self.port)) for a in args]
         self.env = dict(env)
         self.stdout_path = logdir / f"{name}.stdout.log"
         self.stderr_path = logdir / f"{name}.stderr.log"
@@ -92,7 +99,7 @@ class HostProcess:
         out = open(self.stdout_path, "ab")  # noqa: SIM115 (closed in stop)
         err = open(self.stderr_path, "ab")  # noqa: SIM115
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen([*SERVE, *self.args], env=self.env, stdout=out, stderr=err,
+        self.proc = subprocess.Popen([*self.command, *self.args], env=self.env, stdout=out, stderr=err,
                                      stdin=subprocess.DEVNULL)
         self._files = (out, err)
         end = time.monotonic() + timeout

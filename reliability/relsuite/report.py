@@ -25,6 +25,7 @@ ORDER = [
     ("transport", "7. Transport security"),
     ("tamper", "8. Tamper-evident resource_meta"),
     ("flytekit", "Comparison: flytekit's connector host"),
+    ("cold_start", "Cold start of a replica"),
 ]
 SPARK = "▁▂▃▄▅▆▇█"
 PHASES = {1: "QUEUED", 2: "RUNNING", 3: "SUCCEEDED", 4: "ABORTED", 5: "FAILED", 6: "INITIALIZING",
@@ -157,6 +158,9 @@ def _headline(key: str, sec: dict[str, Any]) -> str:
                     "before any service call; rotation works")
         if key == "flytekit":
             return sec.get("headline", "")
+        if key == "cold_start":
+            return (f"SERVING after {max(sec['ready_seconds']):.1f} s; slowest first call "
+                    f"{sec['slowest_first_call_seconds']} s (the connector's SDK is imported inside it)")
     except (KeyError, TypeError):
         return "(incomplete)"
     return ""
@@ -322,6 +326,18 @@ def _section(key: str, sec: dict[str, Any], sizes: dict[str, Any]) -> list[str]:
         ]
     elif key == "flytekit":
         out += sec.get("lines", [])
+    elif key == "cold_start" and "first_call_seconds" in sec:
+        out += [
+            f"{sec['hosts_started_together']} hosts started at once; each reported SERVING after "
+            f"{', '.join(f'{s:.1f}' for s in sec['ready_seconds'])} s. `flyteconnectors serve` imports a connector's "
+            "SDK on the first call that needs it, inside that call's deadline, so the first call per connector on a "
+            "fresh replica is slow (seconds below, on the first of the hosts, while the other two started too). "
+            "Under Propeller's 10 s CreateTask deadline on a busy node, such a call can fail and cost a task "
+            "attempt; the suite's warm-up allows 60 s.",
+            "",
+            _table(["first call", "seconds"], [[k, v] for k, v in sec["first_call_seconds"].items()]),
+            "",
+        ]
     if tests:
         out += ["Tests: " + "; ".join(f"`{name}` {t['outcome']} ({t['seconds']} s)" for name, t in tests.items()), ""]
     return out
