@@ -118,7 +118,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     report = outcome.get_result()
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         state = report.outcome
-        if hasattr(report, "wasxfail"):
+        if report.when == "setup" and report.outcome == "failed":
+            state = "error"
+        elif report.when == "setup" and report.outcome == "skipped" and not hasattr(report, "wasxfail"):
+            state = "skipped"
+        elif hasattr(report, "wasxfail"):
             state = "xfailed (known bug)" if report.outcome == "skipped" else "XPASS"
         _RESULTS.set_status(section_of(item), item.name, state, report.duration)
 

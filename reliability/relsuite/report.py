@@ -36,7 +36,7 @@ def _status(section: dict[str, Any]) -> str:
     tests = section.get("tests", {})
     if not tests:
         return "not run"
-    main = [t for name, t in tests.items() if not t["outcome"].startswith("xfail")]
+    main = [t for name, t in tests.items() if not t["outcome"].startswith("xfail") and t["outcome"] != "skipped"]
     known = [name for name, t in tests.items() if t["outcome"].startswith("xfail")]
     state = "passed" if main and all(t["outcome"] == "passed" for t in main) else (
         "FAILED" if main else "—")
@@ -352,7 +352,7 @@ def _answer(a: dict[str, Any]) -> str:
 def failures(data: dict[str, Any]) -> list[str]:
     """Tests that failed, and known-bug tests that passed unexpectedly (their xfail marker must go)."""
     return [f"{key}: {name} {t['outcome']}" for key, sec in data["sections"].items()
-            for name, t in sec.get("tests", {}).items() if t["outcome"] in ("failed", "XPASS")]
+            for name, t in sec.get("tests", {}).items() if t["outcome"] in ("failed", "error", "XPASS")]
 
 
 def main(argv: list[str]) -> int:
