@@ -422,6 +422,9 @@ class BigQueryQuery(AsyncConnector[BigQueryQueryConfig, BigQueryJobMeta]):
     settings_model = BigQuerySettings
     secret_names = (SERVICE_ACCOUNT_SECRET,)
 
+    def warm_up(self) -> None:
+        from flyteconnectors.bigquery import _sdk  # noqa: F401  (google-cloud-bigquery and google-auth)
+
     def _client(self, ctx: CallContext, project: str | None) -> bigquery.Client:
         """One client per (endpoint, project, credentials), reused by every call and closed when the host drains.
 

@@ -273,6 +273,11 @@ class _Databricks:
     settings_model = DatabricksSettings
     secret_names = ("databricks_token", "databricks_client_id", "databricks_client_secret")
 
+    def warm_up(self) -> None:
+        # databricks-sdk imports every service module (~3 s): pay it at start-up, not in a call's deadline.
+        import databricks.sdk.service.jobs
+        import databricks.sdk.service.sql  # noqa: F401
+
     def _host(self, config: WorkspaceConfig) -> str:
         host = config.host or _normalize_host(self.settings.host)
         if not host:

@@ -164,6 +164,9 @@ class OpenAIChat(SyncConnector[ChatConfig]):
     name = "OpenAI chat completion"
     task_type = "openai-chat"
     settings_model = OpenAISettings
+
+    def warm_up(self) -> None:
+        importlib.import_module(_SERVICE)  # openai takes 1-3 s to import
     secret_names = SECRETS
 
     async def do(self, task: TaskContext[ChatConfig]) -> Resource:
@@ -234,6 +237,9 @@ class OpenAIBatch(AsyncConnector[BatchConfig, BatchMeta]):
     name = "OpenAI batch"
     task_type = "openai-batch-job"
     settings_model = OpenAISettings
+
+    def warm_up(self) -> None:
+        importlib.import_module(_SERVICE)  # openai takes 1-3 s to import
     secret_names = SECRETS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -169,6 +169,9 @@ class SnowflakeQuery(AsyncConnector[SnowflakeQueryConfig, SnowflakeQueryMeta]):
         "snowflake_private_key", "snowflake_private_key_passphrase", "snowflake_password", "snowflake_oauth_token",
     )
 
+    def warm_up(self) -> None:
+        import snowflake.connector  # noqa: F401  (the driver and its Rust core)
+
     def create(self, task: TaskContext[SnowflakeQueryConfig]) -> SnowflakeQueryMeta:
         cfg = task.config
         statement = render(cfg.query, task.inputs)
