@@ -62,9 +62,10 @@ def _refused(lab: Any, host: Any, channel: grpc.Channel, execution: str) -> tupl
 def test_tls_and_mtls_serve_jobs_and_mtls_refuses_clients_without_a_valid_certificate(lab, pki, results):
     section = results.section(SECTION)
     outcomes: dict[str, Any] = {}
-    tls = lab.host("tls", "--connectors", "example", *pki["args"], tls_root=pki["ca"])
+    tls = lab.host("tls", "--connectors", "example", *pki["args"], tls_root=pki["ca"], start=False)
     mtls = lab.host("mtls", "--connectors", "example", *pki["args"], *pki["client_ca_args"], tls_root=pki["ca"],
-                    client_cert=pki["client"])
+                    client_cert=pki["client"], start=False)
+    lab.start_all([tls, mtls])
     try:
         with _channel(tls, pki["ca"]) as channel:
             outcomes["TLS: client trusting the CA"] = _one_job(lab, channel, "tls-ok")

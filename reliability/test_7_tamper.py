@@ -79,10 +79,12 @@ def test_signed_resource_meta_refuses_forgeries_before_any_call_and_survives_a_k
     lab.profile("example").set_outcome(lab.fakes["example"], ("RUNNING", "SUCCEEDED"))
     keyfile = lab.workdir / "signing-keys"
     keyfile.write_text(f"# the first key signs\n{keys['old']}\n")
-    old = lab.host("signed-old", "--connectors", "example", "--signing-keys-file", str(keyfile))
+    old = lab.host("signed-old", "--connectors", "example", "--signing-keys-file", str(keyfile), start=False)
     rotated = lab.host("signed-rotated", "--connectors", "example",
-                       env={"FLYTECONNECTORS_SIGNING_KEYS": f"{keys['new']},{keys['old']}"})
-    new = lab.host("signed-new", "--connectors", "example", env={"FLYTECONNECTORS_SIGNING_KEYS": keys["new"]})
+                       env={"FLYTECONNECTORS_SIGNING_KEYS": f"{keys['new']},{keys['old']}"}, start=False)
+    new = lab.host("signed-new", "--connectors", "example", env={"FLYTECONNECTORS_SIGNING_KEYS": keys["new"]},
+                   start=False)
+    lab.start_all([old, rotated, new])
     checks: dict[str, Any] = {}
     try:
         channels = {name: h.channel() for name, h in (("old", old), ("rotated", rotated), ("new", new),

@@ -36,7 +36,7 @@ class Sizes:
 
 QUICK = Sizes(fuzz_per_rpc=250, fuzz_fanout=4, oversized_per_rpc=2, fault_jobs=8, fault_rate=0.2, fault_deadline=4.0,
               replica_jobs=200,
-              drain_seconds=4.0, soak_jobs=1000, soak_min_per_connector=25, soak_seconds=15.0, soak_sample_every=1.0)
+              drain_seconds=4.0, soak_jobs=1000, soak_min_per_connector=25, soak_seconds=10.0, soak_sample_every=1.0)
 FULL = Sizes(fuzz_per_rpc=10_000, fuzz_fanout=8, oversized_per_rpc=20, fault_jobs=40, fault_rate=0.2,
              fault_deadline=10.0, replica_jobs=200,
              drain_seconds=10.0, soak_jobs=1000, soak_min_per_connector=0, soak_seconds=300.0, soak_sample_every=5.0)

@@ -15,6 +15,7 @@ import threading
 import traceback
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,11 @@ class Lab:
         if start:
             host.start()
         return host
+
+    def start_all(self, hosts: Sequence[HostProcess]) -> None:
+        """Start several hosts at once (each start mostly waits for its process to import and bind)."""
+        with ThreadPoolExecutor(len(hosts) or 1) as pool:
+            list(pool.map(lambda h: h.start(), hosts))
 
     @contextlib.contextmanager
     def running(self, name: str, *args: str, **kw: Any) -> Iterator[HostProcess]:
