@@ -374,3 +374,21 @@ def test_metrics_endpoint_exposes_calls_latency_loop_lag_and_executor_saturation
     assert samples["flyteconnectors_event_loop_lag_seconds_count"] > 0
     assert samples['flyteconnectors_executor_threads{connector="local"}'] == 64
     assert 'flyteconnectors_executor_busy_threads{connector="local"}' in samples
+
+
+def test_bytes_that_are_not_protobuf_get_invalid_argument():
+    from flyteconnectors.core.testing.host import HostThread
+
+    from toy import Echo, ToyJob
+
+    with HostThread([ToyJob, Echo]) as host:
+        for path in ("/flyteidl.service.AsyncAgentService/CreateTask", "/flyteidl.service.AsyncAgentService/GetTask",
+                     "/flyteidl.service.AgentMetadataService/ListAgents"):
+            call = host.channel.unary_unary(path)
+            with pytest.raises(grpc.RpcError) as err:
+                call(b"\xff\xff\xff", timeout=5)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, path
+        stream = host.channel.stream_stream("/flyteidl.service.SyncAgentService/ExecuteTaskSync")
+        with pytest.raises(grpc.RpcError) as err:
+            list(stream(iter([b"\x12\x80\x80\x80\x80\x10"]), timeout=5))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -240,6 +240,7 @@ class Dispatcher:
         with self._observe(task_type, "get"):
             try:
                 connector, envelope, job = self._open(task_type, task_version, resource_meta)
+                output_types = _output_types(envelope)
             except InvalidResourceMeta as err:
                 return WireResource(Phase.FAILED, redact(str(err)))
             if envelope.failure is not None:
@@ -257,7 +258,7 @@ class Dispatcher:
             except (InvalidTaskConfig, JobRejected) as err:
                 return WireResource(Phase.FAILED, redact(str(err)))
             self._unavailable_since.pop(key, None)
-            return self._to_wire(connector, resource, literals.unpack_types(envelope.outputs))
+            return self._to_wire(connector, resource, output_types)
 
     async def delete(
         self,
@@ -347,7 +348,7 @@ class Dispatcher:
         async def one(task_type: str, version: int) -> None:
             try:
                 connector = self.registry.get(task_type, version)
-                await asyncio.wait_for(self.executors.run(connector, connector.warm_up), timeout)
+                await asyncio.wait_for(_in_daemon_thread(connector.warm_up), timeout)
             except Exception as err:
                 problems.append(f"{task_type} v{version}: {type(err).__name__}: {redact(str(err))}")
                 log.warning("warm-up of %s failed: %s", task_type, problems[-1])
@@ -540,6 +541,38 @@ class Dispatcher:
 
     def _observe(self, task_type: str, operation: str) -> Dispatcher._Observation:
         return Dispatcher._Observation(task_type, operation)
+
+
+def _in_daemon_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    """Run ``fn`` on a daemon thread: a warm-up still importing an SDK must not hold up a drained host's exit
+    (executor threads are joined at interpreter exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = fn(), None
+        except BaseException as err:  # handed to the awaiting coroutine
+            result, error = None, err
+        loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="fc-warm-up", daemon=True).start()
+    return future
+
+
+def _output_types(envelope: Envelope) -> dict[str, types_pb2.LiteralType] | None:
+    try:
+        return literals.unpack_types(envelope.outputs)
+    except Exception as err:  # base64 or protobuf garbage: refused before any call to the service
+        raise InvalidResourceMeta(f"resource_meta output interface is malformed: {type(err).__name__}") from None
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -409,10 +409,15 @@ async def _requests_jsonl(task: TaskContext[BatchConfig]) -> bytes:
 async def _sdk() -> ModuleType:
     """The helpers module, which imports the openai SDK. That import takes over a second, so the first one
     runs in a thread instead of stalling the event loop (and every other task on the host)."""
-    module = sys.modules.get(_SERVICE)
-    if module is None:
-        module = await asyncio.to_thread(importlib.import_module, _SERVICE)
-    return module
+    global _LOADED
+    if _LOADED is None:
+        # Not sys.modules: a module there may still be half-initialised by another call's import in a thread.
+        # import_module waits on the import lock until it is complete.
+        _LOADED = await asyncio.to_thread(importlib.import_module, _SERVICE)
+    return _LOADED
+
+
+_LOADED: ModuleType | None = None
 
 
 def __getattr__(name: str) -> Any:

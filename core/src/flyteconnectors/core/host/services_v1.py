@@ -236,6 +236,11 @@ class AgentMetadataService(agent_pb2_grpc.AgentMetadataServiceServicer):
 
 
 def add_v1_services(server: grpc.aio.Server, dispatcher: Dispatcher) -> None:
-    agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(AsyncAgentService(dispatcher), server)
-    agent_pb2_grpc.add_SyncAgentServiceServicer_to_server(SyncAgentService(dispatcher), server)
-    agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(AgentMetadataService(dispatcher), server)
+    from flyteidl.service import agent_pb2 as service_pb2
+
+    from flyteconnectors.core.host.registration import add_servicer
+
+    services = service_pb2.DESCRIPTOR.services_by_name
+    add_servicer(server, services["AsyncAgentService"], AsyncAgentService(dispatcher))
+    add_servicer(server, services["SyncAgentService"], SyncAgentService(dispatcher))
+    add_servicer(server, services["AgentMetadataService"], AgentMetadataService(dispatcher))

@@ -162,6 +162,11 @@ class ConnectorMetadataService(s2.ConnectorMetadataServiceServicer):
 
 
 def add_v2_services(server: grpc.aio.Server, dispatcher: Dispatcher) -> list[str]:
-    s2.add_AsyncConnectorServiceServicer_to_server(AsyncConnectorService(dispatcher), server)
-    s2.add_ConnectorMetadataServiceServicer_to_server(ConnectorMetadataService(dispatcher), server)
+    from flyteidl2.connector import service_pb2
+
+    from flyteconnectors.core.host.registration import add_servicer
+
+    services = service_pb2.DESCRIPTOR.services_by_name
+    add_servicer(server, services["AsyncConnectorService"], AsyncConnectorService(dispatcher))
+    add_servicer(server, services["ConnectorMetadataService"], ConnectorMetadataService(dispatcher))
     return list(SERVICE_NAMES)

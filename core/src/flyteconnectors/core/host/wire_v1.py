@@ -11,6 +11,7 @@ from google.protobuf import json_format, struct_pb2
 
 from flyteconnectors.core import literals
 from flyteconnectors.core.dispatcher import TaskRequest, WireResource
+from flyteconnectors.core.errors import InvalidTaskConfig
 from flyteconnectors.core.identity import ExecutionIdentity
 from flyteconnectors.core.resource import Phase
 
@@ -45,7 +46,10 @@ def identity_from(meta: agent_pb2.TaskExecutionMetadata) -> ExecutionIdentity:
 def custom_dict(template: tasks_pb2.TaskTemplate) -> dict[str, Any] | None:
     if not template.HasField("custom"):
         return None
-    return json_format.MessageToDict(template.custom)
+    try:
+        return json_format.MessageToDict(template.custom)
+    except (json_format.Error, ValueError) as err:  # Infinity or NaN have no JSON form
+        raise InvalidTaskConfig("custom", f"TaskTemplate.custom is not valid JSON: {err}") from None
 
 
 def request_from_template(
