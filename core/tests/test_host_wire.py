@@ -377,9 +377,9 @@ def test_metrics_endpoint_exposes_calls_latency_loop_lag_and_executor_saturation
 
 
 def test_bytes_that_are_not_protobuf_get_invalid_argument():
-    from flyteconnectors.core.testing.host import HostThread
-
     from toy import Echo, ToyJob
+
+    from flyteconnectors.core.testing.host import HostThread
 
     with HostThread([ToyJob, Echo]) as host:
         for path in ("/flyteidl.service.AsyncAgentService/CreateTask", "/flyteidl.service.AsyncAgentService/GetTask",
