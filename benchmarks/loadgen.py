@@ -96,6 +96,8 @@ class LoadResult:
     #: Executions cut off by the end of the run (their jobs exist remotely and are known: not orphans).
     unfinished: int
     phases: dict[str, int]
+    #: Every RPC that returned, warm-up and drain included (for CPU per RPC).
+    total_rpcs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,6 +143,7 @@ class _Run:
         self.creates_ok = 0
         self.creates_attempted = 0
         self.unfinished = 0
+        self.total_rpcs = 0
         self.start = 0.0
         self.window_start = 0.0
         self.end = 0.0
@@ -150,6 +153,7 @@ class _Run:
         return self.window_start <= t <= self.end
 
     def _record(self, method: str, began: float, done: float, error: grpc.aio.AioRpcError | None) -> None:
+        self.total_rpcs += 1
         if error is not None:
             key = f"{method}:{error.code().name}"
             self.errors[key] += 1
@@ -242,7 +246,7 @@ class _Run:
             jobs_not_succeeded=self.not_succeeded, executions_failed=self.exec_failed,
             creates_ok=self.creates_ok, creates_attempted=self.creates_attempted,
             per_rpc=per_rpc, errors=dict(self.errors), error_samples=self.error_samples,
-            unfinished=self.unfinished, phases=dict(self.phases),
+            unfinished=self.unfinished, phases=dict(self.phases), total_rpcs=self.total_rpcs,
         )
 
 
