@@ -139,3 +139,13 @@ def test_every_job_reaches_its_true_final_phase_under_service_faults(lab, main_h
                             f"{s['attempts_without_exactly_one_job']} without exactly one")
     assert not problems, "\n".join(problems)
     assert all(sum(s["faults_fired"].values()) > 0 for s in per.values()), "some fake injected no fault"
+
+
+def test_every_installed_connector_package_has_a_profile(lab):
+    """A connector without a profile would be fuzzed (through ListAgents) but not faulted, killed or soaked."""
+    from importlib.metadata import entry_points
+
+    installed = {ep.name for ep in entry_points(group="flyteconnectors")}
+    covered = {p.package for p in lab.profiles}
+    missing = sorted(installed - covered)
+    assert not missing, f"add a profile to reliability/relsuite/profiles.py for: {', '.join(missing)}"

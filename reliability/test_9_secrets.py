@@ -55,7 +55,7 @@ def test_no_canary_secret_appears_in_anything_the_hosts_said_or_logged(lab, main
     if config.is_full():  # a host logging at DEBUG, every SDK's chatter included
         with lab.running("debug-logs", "--log-level", "DEBUG") as debug:
             with debug.channel() as channel:
-                client = Propeller([channel], lab.recorder)
+                client = Propeller([channel], lab.recorder, timeout=60)  # first calls import the SDKs
                 for profile in lab.profiles:
                     fake = lab.fakes[profile.package]
                     for case in [profile.job(fake), *profile.extra_cases(fake)]:

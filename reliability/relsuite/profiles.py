@@ -218,7 +218,10 @@ def _openai() -> Profile:
         package="openai",
         requires="flyteconnectors.openai",
         make_fake=lambda canary: OpenAIFake(api_key=canary),
-        settings=lambda fake: {"base_url": f"{fake.url}/v1", "results_prefix": results, "request_timeout": 5},
+        # The default request timeout (bounded by each call's deadline). A shorter one lets a create the service
+        # finishes only after the client gave up be followed by a second one in the same attempt: the batches
+        # API has no idempotency key, so nothing can tell the two apart (a documented limit, not asserted here).
+        settings=lambda fake: {"base_url": f"{fake.url}/v1", "results_prefix": results},
         secrets=lambda canary, fake: {"openai_api_key": canary},
         job=lambda fake: Case(builders.task_template("openai-batch-job", {"model": "gpt-4o-mini"},
                                                      inputs={"prompts": list[str]}, outputs=outputs),

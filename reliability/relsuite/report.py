@@ -50,7 +50,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _counts(counter: dict[str, int], limit: int = 6) -> str:
-    items = sorted(counter.items(), key=lambda kv: -kv[1])
+    items = sorted(counter.items(), key=lambda kv: -kv[1] if isinstance(kv[1], (int, float)) else 0)
     text = ", ".join(f"{k} {v}" for k, v in items[:limit])
     rest = sum(v for _, v in items[limit:])
     return text + (f", other {rest}" if rest else "") if text else "—"
