@@ -98,7 +98,7 @@ def test_every_rpc_answers_malformed_requests_clearly(lab, main_host, sizes, res
                 tally.problems.append(f"oversized: {problem}")
         check(tally.sent)
         per_rpc[rpc.name] = tally.as_dict()
-        problems += [f"{rpc.name}: {p}" for p in tally.problems]
+        problems += [f"{rpc.name}: {p}" for p in tally.problems + tally.undecodable_problems]
     unpickled = fuzz.pickle_probe(sender, seeds, os.path.dirname(seeds.pickle_marker))
     unpickled += fuzz.pickle_probe(sender, seeds, os.path.dirname(seeds.pickle_marker), wire="v2") \
         if any(r.service.startswith("flyteidl2") for r in fuzz.rpcs()) else []

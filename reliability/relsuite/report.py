@@ -35,7 +35,7 @@ PHASES = {1: "QUEUED", 2: "RUNNING", 3: "SUCCEEDED", 4: "ABORTED", 5: "FAILED", 
 def _status(section: dict[str, Any]) -> str:
     tests = section.get("tests", {})
     if not tests:
-        return "not run"
+        return "figures" if section else "not run"
     main = [t for name, t in tests.items() if not t["outcome"].startswith("xfail") and t["outcome"] != "skipped"]
     known = [name for name, t in tests.items() if t["outcome"].startswith("xfail")]
     state = "passed" if main and all(t["outcome"] == "passed" for t in main) else (
