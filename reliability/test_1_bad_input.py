@@ -205,10 +205,6 @@ def test_a_template_whose_custom_holds_infinity_is_refused_clearly(lab, main_hos
     assert "custom" in answer or "priority" in answer, f"the message should name the field: {answer}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="snowflake connector bug: SnowflakeQueryMeta accepts any query_id and sign_in, so an "
-                   "altered (unsigned) job handle reaches the driver: ValueError 'Invalid UUID' or KeyError "
-                   "'private_key' answer INTERNAL instead of a FAILED phase naming the field")
 @pytest.mark.parametrize(("field", "value"), [("query_id", "5c26a5c7-ec8a-4b4d-8W20-c3bae640b15e"),
                                               ("sign_in", "junk")])
 def test_an_altered_snowflake_job_handle_fails_clearly(lab, main_host, field, value):

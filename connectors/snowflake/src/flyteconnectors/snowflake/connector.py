@@ -108,14 +108,15 @@ class SnowflakeSettings(ConnectorSettings):
 class SnowflakeQueryMeta(JobMeta):
     """Enough to reconnect as the same user and find the query again. No credentials: only secret names."""
 
-    query_id: str
+    #: Snowflake query ids are UUIDs; anything else is refused as a malformed handle before reaching the driver.
+    query_id: str = Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
     account: str
     user: str
     role: str | None = None
     warehouse: str | None = None
     database: str | None = None
     schema_name: str | None = None
-    sign_in: str = "key_pair"
+    sign_in: Literal["key_pair", "password", "oauth"] = "key_pair"
     secrets_prefix: str = "snowflake"
     submitted_at: float = 0.0
     multi_statement: bool = False
