@@ -160,11 +160,7 @@ def _unknown_simple_type() -> str:
 
 @pytest.mark.parametrize("outputs", [
     "!!not base64", "AAAA", "/w==",
-    pytest.param(_unknown_simple_type(), id="unknown type", marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="core bug: an output interface ('o') naming an unknown SimpleType passes the new check, the job's "
-        "status is fetched, and converting its outputs answers INTERNAL ('Enum SimpleType has no name defined "
-        "for value 75')")),
+    pytest.param(_unknown_simple_type(), id="unknown type"),
 ])
 def test_a_resource_meta_with_an_altered_output_interface_fails_clearly_before_any_cloud_call(lab, main_host,
                                                                                              outputs):

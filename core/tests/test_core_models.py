@@ -180,3 +180,16 @@ def test_line_comments_are_found_outside_literals(query, found):
     from flyteconnectors.core.sql import find_line_comment
 
     assert find_line_comment(query, ("--", "#")) == found
+
+
+def test_an_output_interface_naming_an_unknown_type_is_refused():
+    import base64
+
+    from flyteidl.core import interface_pb2, types_pb2
+
+    from flyteconnectors.core.literals import unpack_types
+
+    packed = base64.b64encode(interface_pb2.VariableMap(variables={"r": interface_pb2.Variable(
+        type=types_pb2.LiteralType(collection_type=types_pb2.LiteralType(simple=75)))}).SerializeToString()).decode()
+    with pytest.raises(ValueError, match="unknown simple type 75"):
+        unpack_types(packed)

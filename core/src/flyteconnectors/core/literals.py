@@ -213,9 +213,13 @@ def _simple(value: Any, simple: int, name: str) -> literals_pb2.Literal:
             return Literal(scalar=literals_pb2.Scalar(binary=literals_pb2.Binary(value=bytes(value))))
     except (TypeError, ValueError, OverflowError):
         raise LiteralConversionError(
-            f"outputs.{name}", f"cannot convert {type(value).__name__} to {S.Name(simple)}"
+            f"outputs.{name}", f"cannot convert {type(value).__name__} to {_simple_name(simple)}"
         ) from None
-    raise LiteralConversionError(f"outputs.{name}", f"simple type {S.Name(simple)} is not supported")
+    raise LiteralConversionError(f"outputs.{name}", f"simple type {_simple_name(simple)} is not supported")
+
+
+def _simple_name(simple: int) -> str:
+    return S.Name(simple) if simple in S.values() else f"unknown simple type {simple}"
 
 
 def _jsonable(value: Any) -> Any:
@@ -311,5 +315,22 @@ def unpack_types(packed: str | None) -> dict[str, types_pb2.LiteralType] | None:
     if not packed:
         return {}
     vm = interface_pb2.VariableMap()
-    vm.ParseFromString(base64.b64decode(packed))
-    return variable_types(vm)
+    vm.ParseFromString(base64.b64decode(packed, validate=True))
+    types = variable_types(vm)
+    for name, ltype in types.items():
+        _check_known(ltype, name)
+    return types
+
+
+def _check_known(ltype: types_pb2.LiteralType, name: str) -> None:
+    """Refuse types this build of flyteidl cannot name (an altered or foreign interface)."""
+    kind = ltype.WhichOneof("type")
+    if kind == "simple" and ltype.simple not in S.values():
+        raise ValueError(f"output {name!r} has an unknown simple type {ltype.simple}")
+    if kind == "collection_type":
+        _check_known(ltype.collection_type, name)
+    if kind == "map_value_type":
+        _check_known(ltype.map_value_type, name)
+    if kind == "union_type":
+        for variant in ltype.union_type.variants:
+            _check_known(variant, name)
