@@ -101,16 +101,7 @@ class TestTrainingJob(_SageMakerAsync):
         return {"role_arn": "r", "image": "i", "output_path": "s3://b", "instance_count": 0}, "instance_count"
 
 
-class _V1Only:
-    """The Flyte 2 wire is the core's concern and the same for every SageMaker task type: the training class runs
-    it, the other classes run the Flyte 1 wire only, which keeps this package's test run short."""
-
-    @pytest.fixture(params=["v1"])
-    def wire(self, request: pytest.FixtureRequest) -> str:
-        return str(request.param)
-
-
-class TestProcessingJob(_V1Only, _SageMakerAsync):
+class TestProcessingJob(_SageMakerAsync):
     connector = ProcessingJob
     kind = "processing"
     task_inputs = {"day": "2024-05-01"}
@@ -121,7 +112,7 @@ class TestProcessingJob(_V1Only, _SageMakerAsync):
                         outputs={"outputs": dict[str, str], "job_name": str})
 
 
-class TestTransformJob(_V1Only, _SageMakerAsync):
+class TestTransformJob(_SageMakerAsync):
     connector = TransformJob
     kind = "transform"
     task_inputs = {"data": "s3://bucket/batch/in"}
@@ -131,7 +122,7 @@ class TestTransformJob(_V1Only, _SageMakerAsync):
         return template("sagemaker-transform", TRANSFORM, inputs={"data": str}, outputs={"output_path": str})
 
 
-class TestTuningJob(_V1Only, _SageMakerAsync):
+class TestTuningJob(_SageMakerAsync):
     connector = TuningJob
     kind = "tuning"
     task_inputs = TRAINING_INPUTS
@@ -143,7 +134,7 @@ class TestTuningJob(_V1Only, _SageMakerAsync):
                         outputs={"best_training_job": str, "best_objective_value": float})
 
 
-class TestEndpointDeployment(_V1Only, _SageMakerAsync):
+class TestEndpointDeployment(_SageMakerAsync):
     connector = EndpointDeployment
     kind = "endpoint"
     task_inputs = {"model": "s3://bucket/models/model.tar.gz"}
