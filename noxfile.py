@@ -36,7 +36,7 @@ os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 PACKAGES = [p.name for p in repo.packages()]
 CONNECTORS = repo.connector_names()
 # What `nox` and CI run besides every package's tests; the heaviest first, so two at a time finish together.
-CI_SESSIONS = ["tests-all", "lint", "deploy", "reliability-quick"]
+CI_SESSIONS = ["tests-all", "lint", "deploy", "reliability-quick", "compat-flytekit"]
 nox.options.sessions = ["tests", *CI_SESSIONS]
 DEFAULT_SESSIONS = [*CI_SESSIONS, *(f"tests({name})" for name in PACKAGES)]
 TOMLI = 'tomli; python_version < "3.11"'
