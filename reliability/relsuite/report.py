@@ -195,6 +195,18 @@ def _section(key: str, sec: dict[str, Any], sizes: dict[str, Any]) -> list[str]:
         ]
         if sec.get("problem_samples"):
             out += ["Unclear answers (samples):", "", *[f"- `{p[:200]}`" for p in sec["problem_samples"][:8]], ""]
+        sweep = sec.get("job_handle_sweep")
+        if sweep:
+            out += [
+                "Job-handle sweep (deterministic): every field of each connector's real, unsigned resource_meta set "
+                "to each of 16 junk values (empty, path-like, wrong types, huge…), then GetTask and DeleteTask. "
+                "Connectors with unclear answers have an xfail test naming the bug.",
+                "",
+                _table(["connector", "fields", "requests", "unclear", "answers to a crashed fake", "samples"],
+                       [[k, v["fields"], v["requests"], v["unclear"], v["answers_to_fake_crashes"],
+                         "; ".join(f"`{x[:90]}`" for x in v["samples"][:2])] for k, v in sweep.items()]),
+                "",
+            ]
     elif key == "service_faults" and "per_connector" in sec:
         out += [
             f"Each fake fails {int(sec['rate'] * 100)} % of its requests (every endpoint, auth included) with one of: "
