@@ -13,7 +13,7 @@ import grpc
 import pytest
 from flyteidl.admin import agent_pb2
 from flyteidl.service import agent_pb2_grpc
-from relsuite import fuzz
+from relsuite import config, fuzz
 from relsuite.jobs import Job, Propeller
 
 from flyteconnectors.core.testing import builders
@@ -137,6 +137,8 @@ def test_every_rpc_answers_malformed_requests_clearly(lab, main_host, sizes, res
 
 JUNK: list[Any] = ["", "x", "us/east-1", "../../etc/passwd", "5c26a5c7-ec8a-4b4d-8W20-c3bae640b15e", -1, 0, 2**63,
                    3.5, True, None, [], {}, ["x"], {"a": 1}, "é" * 300]
+#: The quick run's share of the junk (one of each kind).
+QUICK_JUNK: list[Any] = ["", "us/east-1", -1, None, {"a": 1}, "é" * 300]
 #: Connectors whose altered job handle still gets an unclear answer (found by this sweep; fix, then drop the entry).
 SWEEP_BUGS = {
     "example": "core example connector bug (testing/example.py): job_id goes into the URL unquoted, so a non-ASCII "
@@ -179,7 +181,7 @@ def test_every_field_of_a_job_handle_altered_gets_a_clear_answer(lab, main_host,
         case = profile.job(lab.fakes[package])
         meta = json.loads(client.create(case.template, case.inputs, builders.identity(execution=f"sweep{package}")))
         for field in sorted(meta["m"]):
-            for value in JUNK:
+            for value in JUNK if config.is_full() else QUICK_JUNK:
                 raw = json.dumps(dict(meta, m=dict(meta["m"], **{field: value}))).encode()
                 for method, request in (("GetTask", builders.get_request(case.template, raw)),
                                         ("DeleteTask", builders.delete_request(case.template, raw))):

@@ -199,8 +199,8 @@ def _section(key: str, sec: dict[str, Any], sizes: dict[str, Any]) -> list[str]:
         if sweep:
             out += [
                 "Job-handle sweep (deterministic): every field of each connector's real, unsigned resource_meta set "
-                "to each of 16 junk values (empty, path-like, wrong types, huge…), then GetTask and DeleteTask. "
-                "Connectors with unclear answers have an xfail test naming the bug.",
+                "to each of 16 junk values (empty, path-like, wrong types, huge…; 6 in the quick run), then GetTask "
+                "and DeleteTask. Connectors with unclear answers have an xfail test naming the bug.",
                 "",
                 _table(["connector", "fields", "requests", "unclear", "answers to a crashed fake", "samples"],
                        [[k, v["fields"], v["requests"], v["unclear"], v["answers_to_fake_crashes"],
