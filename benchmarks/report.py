@@ -197,7 +197,9 @@ def render(result: dict[str, Any], source: str) -> str:
         pause = "no pause" if not sv["poll_interval_s"] else f"{sv['poll_interval_s']:g} s"
         add("## 4. Per service: the real connectors against the fakes")
         add("")
-        add(f"Each service's fake runs in its own process with {sv['latency_s'] * 1000:.0f} ms added to every "
+        add("The load starts once the host has settled after start-up (under 5% of a core for half a second), so "
+            "both hosts are measured in steady state. "
+            f"Each service's fake runs in its own process with {sv['latency_s'] * 1000:.0f} ms added to every "
             f"service request; every job finishes on its third status read. {sv['in_flight']} executions in flight "
             f"for {sv['seconds']:g} s (after {cfg['warmup']:g} s of warm-up), "
             f"{pause} "
@@ -289,7 +291,9 @@ def render(result: dict[str, Any], source: str) -> str:
         me = s["memory"]
         add("## 6. Host resident memory")
         add("")
-        add("Idle: every connector loaded, 1 s after the first ListAgents answer. Under load: the peak sampled "
+        add("Idle: every connector loaded, once the host's CPU use has settled after start-up (our host has then "
+            "imported every SDK in its warm-up); one dedicated start per host plus every scenario-4 host before its "
+            "load. Under load: the peak sampled "
             "every 0.25 s during scenario 4.")
         add("")
         add("| | ours MB | flytekit MB |")
