@@ -113,7 +113,7 @@ def test_flytekit_host_under_the_same_fuzzer(lab, sizes, results):
         f"A pickle sent as resource_meta (GetTask and DeleteTask, one per async task type) was **executed** for: "
         f"{', '.join(unpickled) or 'none'}. Samples of unclear answers:",
         "",
-        *[f"- `{p[:160]}`" for t in per_rpc.values() for p in t["problem_samples"][:1]],
+        *[f"- `{' '.join(p.split())[:160]}`" for t in per_rpc.values() for p in t["problem_samples"][:1]],
         "",
     ]
 

@@ -64,6 +64,10 @@ def _spark(values: list[float]) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, int((v - low) / span * (len(SPARK) - 1)))] for v in values)
 
 
+def _range(values: list[float]) -> str:
+    return f"{min(values):g}-{max(values):g}" if values else ""
+
+
 def _downsample(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     if len(rows) <= n:
         return rows
@@ -111,7 +115,7 @@ def render(data: dict[str, Any]) -> str:
     for key, title in ORDER:
         if key not in s:
             continue
-        rows.append([title, _status(s[key]), _headline(key, s[key])])
+        rows.append([title, "figures" if key == "flytekit" else _status(s[key]), _headline(key, s[key])])
     lines += [_table(["check", "result", "figures"], rows), ""]
 
     known = [(key, name, t) for key, sec in s.items() for name, t in sec.get("tests", {}).items()
@@ -127,6 +131,7 @@ def render(data: dict[str, Any]) -> str:
 
 
 def _headline(key: str, sec: dict[str, Any]) -> str:
+    """The summary row's figures."""
     try:
         if key == "bad_input":
             return (f"{sec['requests']:,} malformed requests over {len(sec['per_rpc'])} RPCs; "
@@ -282,8 +287,8 @@ def _section(key: str, sec: dict[str, Any], sizes: dict[str, Any]) -> list[str]:
                    [[k, sec["start"].get(k), sec["max"][k], sec["growth_after_warm_up"][k]]
                     for k in ("rss_mb", "fds", "threads")]),
             "",
-            f"RSS (MB) {_spark([r['rss_mb'] for r in samples])} · fds {_spark([r['fds'] for r in samples])} · "
-            f"threads {_spark([r['threads'] for r in samples])}",
+            " · ".join(f"{label} {_range([r[k] for r in samples])} {_spark([r[k] for r in samples])}"
+                       for label, k in (("RSS (MB)", "rss_mb"), ("fds", "fds"), ("threads", "threads"))),
             "",
             _table(["t (s)", "RSS (MB)", "fds", "threads", "polls"],
                    [[r["t"], r["rss_mb"], r["fds"], r["threads"], f"{r['polls']:,}"] for r in rows]),
@@ -337,7 +342,7 @@ def _section(key: str, sec: dict[str, Any], sizes: dict[str, Any]) -> list[str]:
             "",
         ]
     elif key == "flytekit":
-        out += sec.get("lines", [])
+        out += [" ".join(line.split()) if line.startswith("- ") else line for line in sec.get("lines", [])]
     elif key == "cold_start" and "first_call_seconds" in sec:
         out += [
             f"{sec['hosts_started_together']} hosts started at once; each reported SERVING after "
