@@ -201,7 +201,7 @@ def render(result: dict[str, Any], source: str) -> str:
             "both hosts are measured in steady state. "
             f"Each service's fake runs in its own process with {sv['latency_s'] * 1000:.0f} ms added to every "
             f"service request; every job finishes on its third status read. {sv['in_flight']} executions in flight "
-            f"for {sv['seconds']:g} s (after {cfg['warmup']:g} s of warm-up), "
+            f"for {cfg['service_seconds']:g} s (after {cfg['warmup']:g} s of warm-up), "
             f"{pause} "
             "between an execution's GetTask calls, Propeller's 10 s deadline on every RPC. Capacity = successful "
             "RPC/s ÷ 4 (one CreateTask and three GetTask per job). A fresh fake and a fresh host for every run; "
@@ -327,9 +327,18 @@ def _top(profile: dict[str, Any] | None, n: int = 5) -> str:
     if not profile or "self_pct" not in profile:
         return ""
     interesting = [f"`{name}` {pct}%" for name, pct in profile["total_pct"]
-                   if not any(k in name for k in ("click/", "asyncio/runners", "base_events", "core/cli", "host/app",
+                   if not any(k in name for k in ("click/", "asyncio/", "selectors.py", "core/cli", "host/app",
                                                    "threading.py", "(flyteconnectors)", "futures/thread"))]
     return ", ".join(interesting[:n])
+
+
+def _micro(micro: dict[str, Any] | None) -> str:
+    if not micro or "top_self" not in micro:
+        return ""
+    top = ", ".join(f"`{r['function']}` {r['self_pct']}%" for r in micro["top_self"][:6])
+    return (f" In-process, without the network (benchmarks/microprofile.py), the servicer and dispatcher spend "
+            f"{micro['us_per_rpc']:g} µs of Python per RPC of the trivial connector, which is about the difference "
+            f"in server CPU per RPC above; the largest self times under cProfile: {top}.")
 
 
 def missed_section(add: Any, s: dict[str, Any]) -> None:
@@ -352,8 +361,10 @@ def missed_section(add: Any, s: dict[str, Any]) -> None:
             f"**Trivial throughput** ({span(tr['ratio_ours_bare'])}× the bare server): the server CPU per RPC is "
             f"{med(cpu.get('ours'), 3)} ms for ours, {med(cpu.get('bare'), 3)} ms for the bare server and "
             f"{med(cpu.get('flytekit'), 3)} ms for flytekit. The load generator shares the two cores, so the floor's "
-            "RPC/s is partly the client's limit. Hottest frames of our host: " + (_top(tr.get("profile_ours"), 8)
-                                                                                 or "no profile") + ".")
+            "RPC/s is partly the client's limit. Hottest frames of our host: " + (
+                _top(tr.get("profile_ours"), 8) or ("only grpc's own event-loop callbacks (`Handle._run`, time "
+                                                    "inside grpc's Cython layer) stand out" if tr.get("profile_ours")
+                                                    else "no profile")) + "." + _micro(tr.get("core_microprofile")))
     bl = s.get("blocking")
     if bl and "error" not in bl:
         d = bl.get("blocking-def")
