@@ -318,7 +318,17 @@ class Rig:
             with contextlib.suppress(metadata.PackageNotFoundError):
                 sdks[name] = metadata.version(name)
         return {"ours": dict(sorted(ours.items())), "ours_sdks": sdks, "ours_python": platform.python_version(),
-                "flytekit": theirs}
+                "flytekit": theirs, "git": git_state()}
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and which measured files differed from it (editable installs run the work tree)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "core", "connectors").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_measured_files": dirty[:50]}
 
 
 def machine() -> dict[str, Any]:

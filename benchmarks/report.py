@@ -77,6 +77,13 @@ def render(result: dict[str, Any], source: str) -> str:
     add(f"**Ours:** Python {v['ours_python']}, {ours_versions}; SDKs: "
         + ", ".join(f"{k} {val}" for k, val in v.get("ours_sdks", {}).items()) + ".")
     add("")
+    g = v.get("git")
+    if g:
+        dirty = g.get("uncommitted_measured_files") or []
+        add(f"**Code measured:** commit `{g.get('commit')}`" + (
+            f", with uncommitted changes in {', '.join(f'`{d}`' for d in dirty[:8])}"
+            + (" …" if len(dirty) > 8 else "") if dirty else "") + ".")
+        add("")
     add(f"**flytekit:** Python {v['flytekit'].get('python')}, "
         + ", ".join(f"{k} {val}" for k, val in v["flytekit"].items() if k != "python") + ".")
     add("")
