@@ -200,11 +200,9 @@ def _simple(value: Any, simple: int, name: str) -> literals_pb2.Literal:
             lit.scalar.primitive.duration.FromTimedelta(value)
             return lit
         if simple == S.STRUCT:
-            struct = struct_pb2.Struct()
             if not isinstance(value, Mapping):
                 raise TypeError
-            struct.update(_jsonable(value))
-            return Literal(scalar=literals_pb2.Scalar(generic=struct))
+            return Literal(scalar=literals_pb2.Scalar(generic=to_struct(value)))
         if simple == S.BINARY:
             if isinstance(value, str):
                 value = base64.b64decode(value)
@@ -220,6 +218,13 @@ def _simple(value: Any, simple: int, name: str) -> literals_pb2.Literal:
 
 def _simple_name(simple: int) -> str:
     return S.Name(simple) if simple in S.values() else f"unknown simple type {simple}"
+
+
+def to_struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    """A protobuf Struct (TaskTemplate.custom, Resource.custom_info, generic literals) from a JSON-like mapping."""
+    struct = struct_pb2.Struct()
+    struct.update(_jsonable(value))
+    return struct
 
 
 def _jsonable(value: Any) -> Any:

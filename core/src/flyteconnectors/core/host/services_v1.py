@@ -127,18 +127,7 @@ class AsyncAgentService(agent_pb2_grpc.AsyncAgentServiceServicer):
             lines = self.dispatcher.logs(name, version, request.resource_meta, deadline=wire_v1.deadline_of(context))
             first = await _next(lines)  # surfaces UNIMPLEMENTED or a bad resource_meta before the header
             yield agent_pb2.GetTaskLogsResponse(header=agent_pb2.GetTaskLogsResponseHeader(token=""))
-            batch: list[str] = []
-            limit = request.lines or 0
-            sent = 0
-            async for line in _prepend(first, lines):
-                batch.append(line)
-                sent += 1
-                if len(batch) >= _LOG_BATCH:
-                    yield _log_body(batch)
-                    batch = []
-                if limit and sent >= limit:
-                    break
-            if batch:
+            async for batch in log_batches(_prepend(first, lines), request.lines or 0):
                 yield _log_body(batch)
         except Exception as err:
             await abort_for(context, err)
@@ -146,6 +135,22 @@ class AsyncAgentService(agent_pb2_grpc.AsyncAgentServiceServicer):
 
 
 _LOG_BATCH = 100
+
+
+async def log_batches(lines: Any, limit: int = 0) -> Any:
+    """Log lines in batches of ``_LOG_BATCH`` for the body messages; stops after ``limit`` lines (0: all)."""
+    batch: list[str] = []
+    sent = 0
+    async for line in lines:
+        batch.append(line)
+        sent += 1
+        if len(batch) >= _LOG_BATCH:
+            yield batch
+            batch = []
+        if limit and sent >= limit:
+            break
+    if batch:
+        yield batch
 
 
 def _log_body(lines: list[str]) -> agent_pb2.GetTaskLogsResponse:

@@ -20,12 +20,11 @@ from flyteidl2.connector import service_pb2_grpc as s2
 from flyteidl2.core import execution_pb2 as e2
 from flyteidl2.core import literals_pb2 as l2
 from flyteidl2.task import common_pb2 as t2
-from google.protobuf import struct_pb2
 
 from flyteconnectors.core import literals
 from flyteconnectors.core.dispatcher import Dispatcher, WireResource
 from flyteconnectors.core.host import wire_v1
-from flyteconnectors.core.host.services_v1 import abort_for
+from flyteconnectors.core.host.services_v1 import _next, _prepend, abort_for, log_batches
 
 SERVICE_NAMES = ["flyteidl2.connector.AsyncConnectorService", "flyteidl2.connector.ConnectorMetadataService"]
 
@@ -57,9 +56,7 @@ def resource_to_v2(resource: WireResource) -> c2.Resource:
                                  for name, lit in resource.outputs.items()])
         )
     if resource.custom_info:
-        struct = struct_pb2.Struct()
-        struct.update(literals._jsonable(resource.custom_info))
-        msg.custom_info.CopyFrom(struct)
+        msg.custom_info.CopyFrom(literals.to_struct(resource.custom_info))
     return msg
 
 
@@ -118,19 +115,9 @@ class AsyncConnectorService(s2.AsyncConnectorServiceServicer):
         try:
             lines = self.dispatcher.logs(name, version, request.resource_meta,
                                          deadline=wire_v1.deadline_of(context))
-            batch: list[str] = []
-            header_sent = False
-            async for line in lines:
-                if not header_sent:
-                    yield c2.GetTaskLogsResponse(header=c2.GetTaskLogsResponseHeader(token=""))
-                    header_sent = True
-                batch.append(line)
-                if len(batch) >= 100:
-                    yield c2.GetTaskLogsResponse(body=c2.GetTaskLogsResponseBody(results=batch))
-                    batch = []
-            if not header_sent:
-                yield c2.GetTaskLogsResponse(header=c2.GetTaskLogsResponseHeader(token=""))
-            if batch:
+            first = await _next(lines)  # surfaces UNIMPLEMENTED or a bad resource_meta before the header
+            yield c2.GetTaskLogsResponse(header=c2.GetTaskLogsResponseHeader(token=""))
+            async for batch in log_batches(_prepend(first, lines)):
                 yield c2.GetTaskLogsResponse(body=c2.GetTaskLogsResponseBody(results=batch))
         except Exception as err:
             await abort_for(context, err)

@@ -7,7 +7,7 @@ from typing import Any
 
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, literals_pb2, tasks_pb2
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 
 from flyteconnectors.core import literals
 from flyteconnectors.core.dispatcher import TaskRequest, WireResource
@@ -106,9 +106,7 @@ def resource_to_v1(resource: WireResource) -> agent_pb2.Resource:
     if resource.outputs is not None:
         msg.outputs.CopyFrom(literals_pb2.LiteralMap(literals=resource.outputs))
     if resource.custom_info:
-        struct = struct_pb2.Struct()
-        struct.update(literals._jsonable(resource.custom_info))
-        msg.custom_info.CopyFrom(struct)
+        msg.custom_info.CopyFrom(literals.to_struct(resource.custom_info))
     if resource.phase in (Phase.FAILED, Phase.RETRYABLE_FAILED):
         msg.agent_error.CopyFrom(
             agent_pb2.AgentError(

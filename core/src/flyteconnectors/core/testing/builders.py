@@ -8,7 +8,6 @@ from typing import Any
 
 from flyteidl.admin import agent_pb2
 from flyteidl.core import identifier_pb2, interface_pb2, literals_pb2, tasks_pb2, types_pb2
-from google.protobuf import struct_pb2
 
 from flyteconnectors.core import literals
 from flyteconnectors.core.identity import ExecutionIdentity
@@ -81,9 +80,7 @@ def task_template(
         config=dict(config or {}),
     )
     if custom is not None:
-        struct = struct_pb2.Struct()
-        struct.update(literals._jsonable(dict(custom)))
-        template.custom.CopyFrom(struct)
+        template.custom.CopyFrom(literals.to_struct(custom))
     if sql is not None:
         template.sql.CopyFrom(tasks_pb2.Sql(statement=sql, dialect=tasks_pb2.Sql.ANSI))
     if container_args is not None:
