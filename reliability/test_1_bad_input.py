@@ -22,16 +22,7 @@ SECTION = "bad_input"
 
 #: Unclear answers caused by bugs that have their own xfail test below: counted and reported, not re-failed.
 #: (Fixed ones leave this list: undecodable bytes, a malformed 'o' field, Infinity in custom, found by this suite.)
-KNOWN = [
-    (re.compile(r"SageMaker [\w ]+ failed: InvalidRegionError"),
-     "test_every_field_of_a_job_handle_altered_gets_a_clear_answer[sagemaker]"),
-    (re.compile(r"Example Jobs \w+ failed: UnicodeEncodeError"),
-     "test_every_field_of_a_job_handle_altered_gets_a_clear_answer[example]"),
-    (re.compile(r"BigQuery query \w+ failed: AttributeError: 'str' object has no attribute 'get'"),
-     "test_every_field_of_a_job_handle_altered_gets_a_clear_answer[bigquery]"),
-    (re.compile(r"OpenAI batch \w+ failed: ValueError: Expected a non-empty value"),
-     "test_every_field_of_a_job_handle_altered_gets_a_clear_answer[openai]"),
-]
+KNOWN: list[tuple[re.Pattern[str], str]] = []
 #: A fake that crashed on a request answers 500; the host then rightly answers UNAVAILABLE. Counted apart.
 SERVICE_5XX = re.compile(r"^[^:]+: UNAVAILABLE: .*\b5\d\d\b")
 
@@ -140,18 +131,7 @@ JUNK: list[Any] = ["", "x", "us/east-1", "../../etc/passwd", "5c26a5c7-ec8a-4b4d
 #: The quick run's share of the junk (one of each kind).
 QUICK_JUNK: list[Any] = ["", "us/east-1", -1, None, {"a": 1}, "é" * 300]
 #: Connectors whose altered job handle still gets an unclear answer (found by this sweep; fix, then drop the entry).
-SWEEP_BUGS = {
-    "example": "core example connector bug (testing/example.py): job_id goes into the URL unquoted, so a non-ASCII "
-               "job_id raises UnicodeEncodeError (INTERNAL) and '../..' reaches other service paths; quote it "
-               "(urllib.parse.quote(job_id, safe='')) or validate it in ExampleMeta",
-    "bigquery": "bigquery connector bug: BigQueryJobMeta accepts any job_id/project ('', 'a/b', '../..'); the SDK then "
-                "requests another path and fails with AttributeError \"'str' object has no attribute 'get'\" "
-                "(INTERNAL); validate both against BigQuery's id formats",
-    "openai": "openai connector bug: BatchMeta accepts an empty batch_id; the SDK raises ValueError ('Expected a "
-              "non-empty value for batch_id'), answered INTERNAL; require a non-empty id",
-    "sagemaker": "sagemaker connector bug: JobRef.region is not validated; boto3's InvalidRegionError ('us/east-1') "
-                 "answers INTERNAL; validate the region format in the meta model",
-}
+SWEEP_BUGS: dict[str, str] = {}
 
 
 def _sweep_params() -> list[Any]:

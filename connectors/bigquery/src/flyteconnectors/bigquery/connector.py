@@ -146,9 +146,10 @@ class BigQueryQueryConfig(TaskConfig):
 class BigQueryJobMeta(JobMeta):
     """Enough to find the job again. Credentials come from the secret on every call, never from here."""
 
-    job_id: str
-    project: str
-    location: str | None = None
+    #: BigQuery's id formats; anything else is refused as a malformed handle before the SDK builds a URL from it.
+    job_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,1024}$")
+    project: str = Field(pattern=r"^(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{0,62}$")
+    location: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,64}$")
     #: A dry run creates no job: its result is known at create time and kept here.
     dry_run: bool = False
     dry_run_bytes: int | None = None

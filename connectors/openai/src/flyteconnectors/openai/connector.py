@@ -137,8 +137,9 @@ class BatchConfig(_Endpoint):
 
 # ============================================================================================== job metadata
 class BatchMeta(JobMeta):
-    batch_id: str
-    base_url: str
+    #: OpenAI batch ids (``batch_...``); anything else is refused as a malformed handle before the SDK sees it.
+    batch_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")
+    base_url: str = Field(pattern=r"^https?://[^\s/]+")
     api_version: str = ""
 
 

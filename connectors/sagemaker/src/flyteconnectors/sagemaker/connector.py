@@ -302,20 +302,26 @@ class ModelConfig(SageMakerConfig):
 
 
 # ============================================================================================ job metadata
+#: SageMaker's resource name format (NAME_PATTERN above) and AWS's region format, anchored: a handle with anything
+#: else is refused as malformed before boto3 sees it.
+NAME_FIELD_PATTERN = f"^(?:{NAME_PATTERN.pattern})$"
+REGION_PATTERN = r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$"
+
+
 class JobRef(JobMeta):
     """A SageMaker job: its name and region, nothing else."""
 
-    name: str
-    region: str
+    name: str = Field(pattern=NAME_FIELD_PATTERN)
+    region: str = Field(pattern=REGION_PATTERN)
 
 
 class EndpointRef(JobMeta):
     """An endpoint deployment and the resources this task created (the only ones delete removes)."""
 
-    region: str
-    endpoint_name: str
-    endpoint_config_name: str
-    model_name: str
+    region: str = Field(pattern=REGION_PATTERN)
+    endpoint_name: str = Field(pattern=NAME_FIELD_PATTERN)
+    endpoint_config_name: str = Field(pattern=NAME_FIELD_PATTERN)
+    model_name: str = Field(pattern=NAME_FIELD_PATTERN)
     created: list[Literal["model", "endpoint-config", "endpoint"]] = []
 
 

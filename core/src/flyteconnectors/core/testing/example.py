@@ -16,6 +16,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from pydantic import Field
+
 from flyteconnectors.core import (
     AsyncConnector,
     CallContext,
@@ -43,7 +45,8 @@ class ExampleConfig(TaskConfig):
 
 
 class ExampleMeta(JobMeta):
-    job_id: str
+    #: The service's job id goes into URL paths: anything but its id format is refused as a malformed handle.
+    job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 
 class ExampleSettings(ConnectorSettings):
