@@ -78,6 +78,16 @@ class TransientAsFatal(ExampleJob):
             raise RuntimeError(f"status check failed: {err}") from None
 
 
+class LooseMeta(ExampleMeta):
+    job_id: str  # type: ignore[assignment]  # the service's id format is not checked
+
+
+class TrustsItsHandle(ExampleJob):
+    """Takes the job id in resource_meta on trust and builds URLs from it."""
+
+    meta_model = LooseMeta
+
+
 FAKES: list = []
 
 
@@ -94,5 +104,5 @@ def _contract_for(broken):
 
 
 for _broken in (NonIdempotentCreate, RaisesOnUnknownState, DeleteNotIdempotent, LeaksSecret, BlocksTheLoop,
-                FalseSuccess, NeverCancels, TransientAsFatal):
+                FalseSuccess, NeverCancels, TransientAsFatal, TrustsItsHandle):
     globals()[f"Test{_broken.__name__}"] = _contract_for(_broken)

@@ -17,6 +17,7 @@ CASES = [
     ("FalseSuccess", "test_failure_during_polling_surfaces_message"),
     ("NeverCancels", "test_delete_while_running_stops_the_remote_job"),
     ("TransientAsFatal", "test_transient_errors_on_get_are_retried"),
+    ("TrustsItsHandle", "test_altered_job_handle_gets_a_clear_answer"),
 ]
 
 

@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from pydantic import Field
+
 from flyteconnectors.core import (
     AsyncConnector,
     CallContext,
@@ -38,7 +40,9 @@ class {{Name}}Config(TaskConfig):
 class {{Name}}Meta(JobMeta):
     """Just enough to find the job again; never a secret."""
 
-    job_id: str
+    #: resource_meta is untrusted input (unless signed): check each id against the service's own format, so an
+    #: altered handle is refused clearly before it reaches a URL (the contract suite sends junk in every field).
+    job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 
 class {{Name}}Settings(ConnectorSettings):

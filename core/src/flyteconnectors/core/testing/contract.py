@@ -67,6 +67,11 @@ TERMINAL = {int(p) for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED, Phase
 #: The loop may lag this long before the suite calls it a stall. Generous, so a loaded CI machine does not
 #: trip it; a blocking SDK call on the loop takes far longer (the self-test's blocks for 1 s).
 STALL_THRESHOLD = 0.5
+#: What test_altered_job_handle_gets_a_clear_answer puts in each field of a real job handle, one at a time.
+ALTERED_HANDLE_VALUES: tuple[Any, ...] = ("", "../../x", "us/east-1", "\u00e9" * 300, -1, None, {"a": 1})
+#: Clear refusals of an altered job handle (anything else, INTERNAL above all, is a connector bug).
+CLEAR_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                         grpc.StatusCode.FAILED_PRECONDITION})
 _REQUIRED_FIXTURES = ("fake", "connector_settings", "secrets", "task_template")
 
 
@@ -444,6 +449,32 @@ class AsyncContract(_Base):
             client.delete(task_template, b"garbage")
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "Traceback" not in (err.value.details() or "")
+
+    def test_altered_job_handle_gets_a_clear_answer(self, client: _Recording, fake: FakeService,
+                                                    task_template: Any) -> None:
+        """Without a signing key resource_meta is untrusted input: every field of a real job handle set to junk
+        must get a FAILED phase with a message or INVALID_ARGUMENT / NOT_FOUND, never INTERNAL or a traceback.
+        The fix is in the connector's JobMeta: validate each id against the service's format."""
+        fake.script_next_job(*self.running_steps)
+        meta = client.create(task_template, self.task_inputs)
+        envelope = json.loads(meta)
+        unclear: list[str] = []
+        for field in sorted(envelope["m"]):
+            for junk in ALTERED_HANDLE_VALUES:
+                raw = json.dumps(dict(envelope, m={**envelope["m"], field: junk})).encode()
+                for method in ("get", "delete"):
+                    try:
+                        answer = getattr(client, method)(task_template, raw)
+                    except grpc.RpcError as err:
+                        details = err.details() or ""
+                        if err.code() not in CLEAR_CODES or not details or "Traceback" in details:
+                            unclear.append(f"{field}={junk!r:.20}: {method}: {err.code().name}: {details[:120]}")
+                        continue
+                    if method == "get" and (answer.phase == 0  # UNDEFINED
+                                            or (answer.phase == Phase.FAILED and not answer.message)):
+                        unclear.append(f"{field}={junk!r:.20}: get: phase {answer.phase!r} {answer.message!r}")
+        client.delete(task_template, meta)
+        assert not unclear, f"{len(unclear)} unclear answers to an altered job handle:\n" + "\n".join(unclear[:10])
 
     def test_resource_meta_is_small_json_without_secrets(self, client: _Recording, fake: FakeService,
                                                          task_template: Any, canary: str) -> None:
