@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Hashable
+import time
+import weakref
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("flyteconnectors.clients")
+
+
+class _Call:
+    """Marks one call: only that call's context holds it, so it lives exactly as long as the call.
+
+    The dispatcher runs every connector call in a context of its own (a copy for a plain ``def`` in the thread
+    pool, the RPC's task for an ``async def``). A client that a live call fetched is in use; the idle sweep never
+    closes it. Outside such a per-call context (a thread's own context) the mark lives as long as the thread.
+    """
+
+    __slots__ = ("__weakref__",)
+
+
+_CALL: contextvars.ContextVar[_Call] = contextvars.ContextVar("flyteconnectors_client_call")
+
+
+def _current_call() -> _Call:
+    call = _CALL.get(None)
+    if call is None:
+        call = _Call()
+        _CALL.set(call)
+    return call
 
 
 def fingerprint(*parts: object) -> str:
@@ -23,14 +48,28 @@ class ClientCache:
     """Build a client once per key and reuse it; ``close()`` closes every client it built.
 
     Keys must not contain secrets: pass credentials through :func:`fingerprint`.
+
+    The host also closes idle clients (``client_idle_timeout``, see :func:`sweep_idle_clients`), so their
+    keep-alive connections do not stay open after a burst of work. A client is idle when get() has not handed it
+    out for that long *and* no live call fetched it: a connector may hold the client from get() for the rest of
+    its call, however long. A closed client is rebuilt by the next get().
     """
 
     def __init__(self) -> None:
         self._clients: dict[Hashable, Any] = {}
         self._lock = threading.Lock()
         self._building: dict[Hashable, threading.Lock] = {}
+        #: Per key: when get() last handed the client out, and the live calls that fetched it (idle close).
+        self._last_used: dict[Hashable, float] = {}
+        self._users: dict[Hashable, weakref.WeakSet[_Call]] = {}
 
     def get(self, key: Hashable, factory: Callable[[], T]) -> T:
+        # Mark the use before reading the client: close_idle() re-checks the mark after taking a client out.
+        self._last_used[key] = time.monotonic()
+        users = self._users.get(key)
+        if users is None:
+            users = self._users.setdefault(key, weakref.WeakSet())
+        users.add(_current_call())
         client = self._clients.get(key)
         if client is not None:
             return client  # type: ignore[no-any-return]
@@ -51,25 +90,41 @@ class ClientCache:
         if client is not None:
             _close_sync(client)
 
+    def _idle(self, key: Hashable, now: float, max_idle: float) -> bool:
+        last = self._last_used.get(key, now)
+        if self._users.get(key):  # a live call holds it: it is in use now, so its idle time starts afresh
+            self._last_used[key] = max(last, now)
+            return False
+        return now - last >= max_idle
+
+    async def close_idle(self, max_idle: float) -> int:
+        """Close the clients no live call fetched and get() has not handed out for ``max_idle`` seconds.
+
+        Their pooled connections close with them; the next get() of such a key builds a new client. Closing
+        uses the same closers as :meth:`aclose` (blocking ones in a thread). Returns how many were closed.
+        """
+        idle: list[Any] = []
+        now = time.monotonic()
+        with self._lock:  # no client is built (stored) meanwhile
+            for key in [k for k in list(self._clients) if self._idle(k, now, max_idle)]:
+                client = self._clients.pop(key, None)
+                if client is None:
+                    continue
+                if not self._idle(key, now, max_idle):  # get() handed it out just now: keep it
+                    self._clients[key] = client
+                    continue
+                self._last_used.pop(key, None)
+                self._users.pop(key, None)
+                idle.append(client)
+        for client in idle:
+            log.debug("closing %s: unused for %.0f s", type(client).__name__, max_idle)
+            await _aclose_client(client)
+        return len(idle)
+
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
-            try:
-                async_closer = getattr(client, "aclose", None)
-                if async_closer is not None and inspect.iscoroutinefunction(async_closer):
-                    await async_closer()
-                    continue
-                closer = getattr(client, "close", None)
-                if closer is None:
-                    continue
-                if inspect.iscoroutinefunction(closer):
-                    await closer()
-                else:  # a blocking close (an HTTP logout, a pool shutdown) must not stall the loop
-                    result = await asyncio.to_thread(closer)
-                    if inspect.isawaitable(result):
-                        await result
-            except Exception as err:  # closing must not stop the drain
-                log.warning("closing %s failed: %s", type(client).__name__, err)
+            await _aclose_client(client)
 
     def close(self) -> None:
         try:
@@ -91,3 +146,52 @@ def _close_sync(client: Any) -> None:
             result.close()  # type: ignore[attr-defined]
     except Exception as err:
         log.warning("closing %s failed: %s", type(client).__name__, err)
+
+
+async def _aclose_client(client: Any) -> None:
+    """Close one client: ``aclose()`` or an async ``close()`` on the loop, a blocking ``close()`` in a thread."""
+    try:
+        async_closer = getattr(client, "aclose", None)
+        if async_closer is not None and inspect.iscoroutinefunction(async_closer):
+            await async_closer()
+            return
+        closer = getattr(client, "close", None)
+        if closer is None:
+            return
+        if inspect.iscoroutinefunction(closer):
+            await closer()
+        else:  # a blocking close (an HTTP logout, a pool shutdown) must not stall the loop
+            result = await asyncio.to_thread(closer)
+            if inspect.isawaitable(result):
+                await result
+    except Exception as err:  # closing must not stop the drain
+        log.warning("closing %s failed: %s", type(client).__name__, err)
+
+
+def sweep_interval(idle_timeout: float) -> float:
+    """How often the idle sweep looks: a client is closed between ``idle_timeout`` and this much later."""
+    return min(5.0, max(0.05, idle_timeout / 4))
+
+
+async def sweep_idle_clients(caches: Callable[[], Iterable[ClientCache]], idle_timeout: float,
+                             interval: float | None = None) -> None:
+    """Close idle clients of every cache ``caches()`` names, every ``interval`` seconds, until cancelled.
+
+    One task on the host's loop serves every cache (the registry's caches appear as connectors are first used);
+    a cache's clients are closed on that loop, so async clients close where they were built.
+    """
+    interval = sweep_interval(idle_timeout) if interval is None else interval
+    while True:
+        await asyncio.sleep(interval)
+        for cache in list(caches()):
+            try:
+                await cache.close_idle(idle_timeout)
+            except Exception as err:  # one bad cache must not stop the sweep of the others
+                log.warning("idle client sweep failed: %s", err)
+
+
+def start_idle_sweep(caches: Callable[[], Iterable[ClientCache]], idle_timeout: float) -> asyncio.Task[None] | None:
+    """Start :func:`sweep_idle_clients` on the running loop; None when ``idle_timeout`` is 0 (never close)."""
+    if idle_timeout <= 0:
+        return None
+    return asyncio.get_running_loop().create_task(sweep_idle_clients(caches, idle_timeout), name="client-idle-sweep")

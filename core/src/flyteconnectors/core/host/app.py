@@ -167,7 +167,13 @@ async def serve_async(
     if on_ready is not None:
         on_ready(host)
     watcher = loop.create_task(_watch_parent(stop)) if worker else None
+    # One timer closes every package's idle service clients (and their keep-alive connections).
+    from flyteconnectors.core.clients import start_idle_sweep
+
+    sweep = start_idle_sweep(registry.client_caches, settings.client_idle_timeout)
     await stop.wait()
+    if sweep is not None:
+        sweep.cancel()
     await host.stop()
     if watcher is not None:
         watcher.cancel()

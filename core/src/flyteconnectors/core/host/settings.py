@@ -20,6 +20,9 @@ drain_delay         FLYTECONNECTORS_DRAIN_DELAY         --drain-delay        sec
 deadline_margin     FLYTECONNECTORS_DEADLINE_MARGIN     --deadline-margin    seconds kept back from each RPC deadline
 unavailable_grace   FLYTECONNECTORS_UNAVAILABLE_GRACE   --unavailable-grace  seconds a service may be unreachable
                                                                              before GetTask answers RETRYABLE_FAILED
+client_idle_timeout FLYTECONNECTORS_CLIENT_IDLE_TIMEOUT --client-idle-timeout seconds a cached service client may
+                                                                             stay unused before it is closed, with
+                                                                             its pooled connections (0: never)
 max_message_bytes   FLYTECONNECTORS_MAX_MESSAGE_BYTES   --max-message-bytes  gRPC message size limit
 tls_cert            FLYTECONNECTORS_TLS_CERT            --tls-cert           server certificate chain (PEM file)
 tls_key             FLYTECONNECTORS_TLS_KEY             --tls-key            server private key (PEM file)
@@ -104,6 +107,9 @@ OPTIONS: tuple[Option, ...] = (
            "--deadline-margin"),
     Option("unavailable_grace", "float",
            "Seconds a service may stay unreachable before GetTask answers RETRYABLE_FAILED.", "--unavailable-grace"),
+    Option("client_idle_timeout", "float",
+           "Seconds a cached service client may stay unused before it is closed with its keep-alive connections "
+           "(rebuilt on next use; 0: keep clients until the host drains).", "--client-idle-timeout"),
     Option("max_message_bytes", "int", "gRPC send/receive message size limit.", "--max-message-bytes"),
     Option("warm_up", "choice", "Import each connector's SDK in its threads right after start-up, so the first "
            "call does not pay for it (off: on first use).", "--warm-up", choices=("on", "off")),
@@ -141,6 +147,8 @@ class HostSettings:
     drain_delay: float = 0.0
     deadline_margin: float = 0.5
     unavailable_grace: float = 900.0
+    #: Far longer than a keep-alive pool needs between bursts, far shorter than "forever".
+    client_idle_timeout: float = 60.0
     max_message_bytes: int = 4 * 1024 * 1024
     warm_up: str = "on"
     tls_cert: str | None = None
@@ -316,7 +324,7 @@ def _validate(settings: HostSettings) -> None:
         raise SettingsError(f"workers: {settings.workers}; need at least 1")
     if settings.executor_threads < 1:
         raise SettingsError(f"executor_threads: {settings.executor_threads}; need at least 1")
-    for key in ("grace_period", "drain_delay", "deadline_margin", "unavailable_grace"):
+    for key in ("grace_period", "drain_delay", "deadline_margin", "unavailable_grace", "client_idle_timeout"):
         if getattr(settings, key) < 0:
             raise SettingsError(f"{key}: must not be negative")
     if settings.max_message_bytes < 1024:
