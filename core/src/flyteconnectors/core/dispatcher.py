@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import logging
 import random
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -127,6 +128,8 @@ class _Executors:
     def __init__(self) -> None:
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._busy: dict[str, int] = {}
+        #: Per package: the (busy, queued) gauge children, looked up once.
+        self._gauges: dict[str, tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
     def pool(self, connector: Connector[Any]) -> ThreadPoolExecutor:
@@ -138,28 +141,52 @@ class _Executors:
                 if pool is None:
                     size = int(getattr(connector.settings, "executor_threads", 64))
                     pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"fc-{package}")
+                    self._gauges[package] = (
+                        metrics.EXECUTOR_BUSY.labels(connector=package),
+                        metrics.EXECUTOR_QUEUED.labels(connector=package),
+                    )
                     self._pools[package] = pool
                     self._busy[package] = 0
                     metrics.EXECUTOR_SIZE.labels(connector=package).set(size)
         return pool
 
     def run(self, connector: Connector[Any], fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run ``fn(*args)`` in the package's pool; the returned loop future settles with its outcome.
+
+        Cheaper than ``loop.run_in_executor``: the thread settles the loop future with one
+        ``call_soon_threadsafe`` (no chained concurrent future and its extra loop callbacks). A loop future
+        cancelled while the call still waits for a thread (the caller's deadline passed) is not run.
+        """
         package = connector.package or type(connector).__name__
         pool = self.pool(connector)
-        gauge_busy = metrics.EXECUTOR_BUSY.labels(connector=package)
-        gauge_queued = metrics.EXECUTOR_QUEUED.labels(connector=package)
-        gauge_queued.inc()
+        gauge_busy, gauge_queued = self._gauges[package]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         ctx = contextvars.copy_context()
 
-        def job() -> T:
+        def job() -> None:
             gauge_queued.dec()
+            if future.cancelled():  # nobody waits for it any more
+                return
             gauge_busy.inc()
             try:
-                return ctx.run(fn, *args)
+                result = ctx.run(fn, *args)
+            except BaseException as err:  # handed to the awaiting coroutine, as run_in_executor does
+                _settle_threadsafe(loop, future, None, err)
+            else:
+                _settle_threadsafe(loop, future, result, None)
             finally:
                 gauge_busy.dec()
 
-        return asyncio.get_running_loop().run_in_executor(pool, job)
+        gauge_queued.inc()
+        try:
+            submitted = pool.submit(job)
+        except BaseException:
+            gauge_queued.dec()
+            raise
+        # The pool may drop the job without running it (shut down with cancel_futures): cancel the waiter too.
+        submitted.add_done_callback(functools.partial(_cancel_if_dropped, loop, future))
+        return future
 
     def shutdown(self) -> None:
         for pool in self._pools.values():
@@ -247,17 +274,16 @@ class Dispatcher:
                 return WireResource(Phase.FAILED, envelope.failure)
             ctx = CallContext(task_type, self.secrets.with_overrides(secrets), output_prefix,
                               self._deadline(deadline))
-            key = hashlib.sha256(resource_meta).hexdigest()
             try:
                 resource = await self._call(connector, "get", connector.get, job, ctx, deadline=deadline, retry=True)
             except TransientServiceError as err:
-                return self._still_unavailable(key, err)
+                return self._still_unavailable(_job_key(resource_meta), err)
             except JobNotFound as err:
-                self._unavailable_since.pop(key, None)
+                self._available_again(resource_meta)
                 return WireResource(Phase.FAILED, f"the job no longer exists at the service: {redact(str(err))}")
             except (InvalidTaskConfig, JobRejected) as err:
                 return WireResource(Phase.FAILED, redact(str(err)))
-            self._unavailable_since.pop(key, None)
+            self._available_again(resource_meta)
             return self._to_wire(connector, resource, output_types)
 
     async def delete(
@@ -442,7 +468,7 @@ class Dispatcher:
                 pause = self.options.retry.delay(attempt, err.retry_after)
                 if end is not None and time.monotonic() + pause >= end:
                     raise
-                metrics.RETRIES.labels(task_type=connector.task_type, operation=operation).inc()
+                metrics.for_call(connector.task_type, operation).retries().inc()
                 log.info("%s %s: transient failure, retrying in %.2fs: %s", connector.task_type, operation, pause,
                          redact(str(err)))
                 await asyncio.sleep(pause)
@@ -467,8 +493,7 @@ class Dispatcher:
             ON_LOOP[connector.task_type] = ON_LOOP.get(connector.task_type, 0) + 1
             ON_LOOP_SEEN.add(connector.task_type)
             try:
-                awaitable: Awaitable[Any] = fn(*args)
-                return await (asyncio.wait_for(awaitable, timeout) if timeout is not None else awaitable)
+                return await _within(fn(*args), timeout)
             except asyncio.TimeoutError:
                 raise TransientServiceError(
                     f"{operation} did not finish within the call's deadline ({timeout:.1f}s)"
@@ -477,7 +502,7 @@ class Dispatcher:
                 ON_LOOP[connector.task_type] -= 1
         future = self.executors.run(connector, fn, *args)
         try:
-            result = await (asyncio.wait_for(future, timeout) if timeout is not None else future)
+            result = await _within(future, timeout)
         except asyncio.TimeoutError:
             raise TransientServiceError(
                 f"{operation} did not finish within the call's deadline ({timeout:.1f}s)"
@@ -485,6 +510,10 @@ class Dispatcher:
         if inspect.isawaitable(result):  # a def that returned a coroutine
             return await result
         return result
+
+    def _available_again(self, resource_meta: bytes) -> None:
+        if self._unavailable_since:  # usually empty: skip hashing the metadata
+            self._unavailable_since.pop(_job_key(resource_meta), None)
 
     def _still_unavailable(self, key: str, err: TransientServiceError) -> WireResource:
         now = time.monotonic()
@@ -526,21 +555,47 @@ class Dispatcher:
         )
 
     class _Observation:
-        def __init__(self, task_type: str, operation: str) -> None:
-            self.labels = {"task_type": task_type, "operation": operation}
+        """In-flight gauge, latency and outcome count of one dispatcher operation."""
+
+        __slots__ = ("calls", "start")
+
+        def __init__(self, calls: metrics.CallMetrics) -> None:
+            self.calls = calls
 
         def __enter__(self) -> None:
             self.start = time.perf_counter()
-            metrics.IN_FLIGHT.labels(**self.labels).inc()
+            self.calls.in_flight.inc()
 
         def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-            metrics.IN_FLIGHT.labels(**self.labels).dec()
-            metrics.LATENCY.labels(**self.labels).observe(time.perf_counter() - self.start)
+            calls = self.calls
+            calls.in_flight.dec()
+            calls.latency.observe(time.perf_counter() - self.start)
             outcome = "ok" if exc_type is None else getattr(exc, "code", type(exc).__name__)
-            metrics.REQUESTS.labels(outcome=str(outcome), **self.labels).inc()
+            calls.requests(str(outcome)).inc()
 
     def _observe(self, task_type: str, operation: str) -> Dispatcher._Observation:
-        return Dispatcher._Observation(task_type, operation)
+        return Dispatcher._Observation(metrics.for_call(task_type, operation))
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # cancelled by a deadline while the call ran
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _settle_threadsafe(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any, error: BaseException | None
+) -> None:
+    if not loop.is_closed():  # a call that outlived its host's loop has nobody to tell
+        loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+def _cancel_if_dropped(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], submitted: Any) -> None:
+    if submitted.cancelled() and not loop.is_closed():
+        loop.call_soon_threadsafe(future.cancel)
 
 
 def _in_daemon_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
@@ -566,6 +621,31 @@ def _in_daemon_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
 
     threading.Thread(target=run, name="fc-warm-up", daemon=True).start()
     return future
+
+
+def _job_key(resource_meta: bytes) -> str:
+    return hashlib.sha256(resource_meta).hexdigest()
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Awaitable[T], timeout: float | None) -> T:
+        """``await awaitable``, raising TimeoutError after ``timeout`` seconds (None: no limit).
+
+        ``asyncio.timeout`` cancels the awaiting task in place; ``wait_for`` (3.10) wraps a coroutine in a task.
+        """
+        if timeout is None:
+            return await awaitable
+        async with asyncio.timeout(timeout):
+            return await awaitable
+
+else:
+
+    async def _within(awaitable: Awaitable[T], timeout: float | None) -> T:
+        """``await awaitable``, raising TimeoutError after ``timeout`` seconds (None: no limit)."""
+        if timeout is None:
+            return await awaitable
+        return await asyncio.wait_for(awaitable, timeout)
 
 
 def _output_types(envelope: Envelope) -> dict[str, types_pb2.LiteralType] | None:

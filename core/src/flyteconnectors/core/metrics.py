@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -44,3 +46,49 @@ EXECUTOR_QUEUED = Gauge(
     "flyteconnectors_executor_queued", "Calls waiting for a thread in a connector's executor.", ["connector"],
     multiprocess_mode="livesum",
 )
+
+
+class CallMetrics:
+    """The metric children of one (task_type, operation), looked up once.
+
+    ``labels()`` takes a lock and builds a key on every call; the dispatcher records four of these per RPC.
+    Children are created on first use, so a series appears exactly when it did with ``labels()`` per call.
+    """
+
+    __slots__ = ("_requests", "_retries", "in_flight", "latency", "operation", "task_type")
+
+    def __init__(self, task_type: str, operation: str) -> None:
+        self.task_type = task_type
+        self.operation = operation
+        self.in_flight = IN_FLIGHT.labels(task_type=task_type, operation=operation)
+        self.latency = LATENCY.labels(task_type=task_type, operation=operation)
+        self._requests: dict[str, Any] = {}
+        self._retries: Any = None
+
+    def requests(self, outcome: str) -> Any:
+        child = self._requests.get(outcome)
+        if child is None:
+            child = self._requests[outcome] = REQUESTS.labels(
+                task_type=self.task_type, operation=self.operation, outcome=outcome
+            )
+        return child
+
+    def retries(self) -> Any:
+        if self._retries is None:
+            self._retries = RETRIES.labels(task_type=self.task_type, operation=self.operation)
+        return self._retries
+
+
+_CALL_METRICS: dict[tuple[str, str], CallMetrics] = {}
+#: Task types come from requests; past this many pairs, children are looked up per call rather than kept here.
+_CALL_METRICS_LIMIT = 4096
+
+
+def for_call(task_type: str, operation: str) -> CallMetrics:
+    """The (cached) metric children of calls of ``operation`` on ``task_type``."""
+    found = _CALL_METRICS.get((task_type, operation))
+    if found is None:
+        found = CallMetrics(task_type, operation)
+        if len(_CALL_METRICS) < _CALL_METRICS_LIMIT:
+            _CALL_METRICS[(task_type, operation)] = found
+    return found
