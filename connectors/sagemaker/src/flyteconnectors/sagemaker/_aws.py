@@ -91,15 +91,20 @@ def default_region() -> str | None:
 
 
 def make_client(service: str, region: str, endpoint_url: str | None, credentials: tuple[str, str, str | None] | None,
-                *, connect_timeout: float, read_timeout: float, max_attempts: int) -> Any:
-    """A boto3 client. ``credentials`` None means the standard chain (env, profile, IRSA, instance role)."""
+                *, connect_timeout: float, read_timeout: float, max_attempts: int,
+                max_pool_connections: int = 10) -> Any:
+    """A boto3 client. ``credentials`` None means the standard chain (env, profile, IRSA, instance role).
+
+    ``max_pool_connections``: keep-alive connections the client pools (botocore's default is 10); more threads
+    than that sharing the client open and discard a new connection per request ("Connection pool is full").
+    """
     kwargs: dict[str, Any] = {}
     if credentials is not None:
         kwargs.update(aws_access_key_id=credentials[0], aws_secret_access_key=credentials[1],
                       aws_session_token=credentials[2])
     config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
                     retries={"mode": "standard", "total_max_attempts": max(1, max_attempts)},
-                    user_agent_extra="flyteconnectors-sagemaker")
+                    user_agent_extra="flyteconnectors-sagemaker", max_pool_connections=max(1, max_pool_connections))
     with _session_lock:
         return _shared_session().client(service, region_name=region, endpoint_url=endpoint_url or None,
                                         config=config, **kwargs)

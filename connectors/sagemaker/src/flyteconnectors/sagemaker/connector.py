@@ -457,6 +457,8 @@ class _SageMaker:
             read_timeout=settings.invoke_timeout if runtime else settings.read_timeout,
             # InvokeEndpoint is retried by the core inside the sync deadline, not by boto3 past it.
             max_attempts=1 if runtime else settings.max_attempts,
+            # Every thread of the package's pool may use this one client at once: one pooled connection each.
+            max_pool_connections=settings.executor_threads,
         ))
 
     def _create_or_adopt(self, client: Any, task: TaskContext[Any], kind: str, create: str, describe: str,
