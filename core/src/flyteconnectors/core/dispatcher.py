@@ -150,12 +150,19 @@ class _Executors:
                     metrics.EXECUTOR_SIZE.labels(connector=package).set(size)
         return pool
 
-    def run(self, connector: Connector[Any], fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    def run(
+        self, connector: Connector[Any], fn: Callable[..., T], *args: Any, start_by: float | None = None,
+        operation: str = "call",
+    ) -> asyncio.Future[T]:
         """Run ``fn(*args)`` in the package's pool; the returned loop future settles with its outcome.
 
         Cheaper than ``loop.run_in_executor``: the thread settles the loop future with one
         ``call_soon_threadsafe`` (no chained concurrent future and its extra loop callbacks). A loop future
         cancelled while the call still waits for a thread (the caller's deadline passed) is not run.
+
+        ``start_by`` (``time.monotonic()``): a call still waiting for a thread then is not started at all and
+        fails with DeadlineTooShort. Checked by the thread itself, so it holds even when the loop is too busy to
+        run the caller's timeout in time: a create started after its client gave up would leave an orphan job.
         """
         package = connector.package or type(connector).__name__
         pool = self.pool(connector)
@@ -163,10 +170,22 @@ class _Executors:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         ctx = contextvars.copy_context()
+        queued_at = time.monotonic()
 
         def job() -> None:
             gauge_queued.dec()
             if future.cancelled():  # nobody waits for it any more
+                return
+            if start_by is not None and time.monotonic() >= start_by:
+                waited = time.monotonic() - queued_at
+                log.warning("%s %s not started: it waited %.2fs for a free thread in the %s pool (%d threads) and "
+                            "its deadline passed", connector.task_type, operation, waited, package,
+                            pool._max_workers)
+                _settle_threadsafe(loop, future, None, DeadlineTooShort(
+                    f"the {operation} call waited {waited:.1f}s for a free thread (all {pool._max_workers} of "
+                    f"the {package} connector's threads were busy) and its deadline passed; it was not started, "
+                    "retry it"
+                ))
                 return
             gauge_busy.inc()
             try:
@@ -500,7 +519,7 @@ class Dispatcher:
                 ) from None
             finally:
                 ON_LOOP[connector.task_type] -= 1
-        future = self.executors.run(connector, fn, *args)
+        future = self.executors.run(connector, fn, *args, start_by=end, operation=operation)
         try:
             result = await _within(future, timeout)
         except asyncio.TimeoutError:
