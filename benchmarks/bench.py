@@ -91,6 +91,10 @@ class Config:
     local_repeats: int
     profile_seconds: float
     second_load_seconds: float = 3.0
+    #: Our host's client_idle_timeout (None: its default, what a user gets). After the loads, both hosts' fds are
+    #: sampled until they are back to the pre-load count or this + idle_close_margin seconds have passed.
+    idle_close_timeout: float | None = None
+    idle_close_margin: float = 15.0
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -98,7 +102,7 @@ def make_config(args: argparse.Namespace) -> Config:
         return Config(quick=True, repeats=1, startup_runs=1, throughput_seconds=1.5, throughput_in_flight=32,
                       service_seconds=2.0, service_in_flight=32, service_repeats=1, service_latency=0.05,
                       poll_interval=0.0, warmup=1.0, settle=0.5, local_n=2, local_repeats=1, profile_seconds=0,
-                      second_load_seconds=0.5)
+                      second_load_seconds=0.5, idle_close_timeout=1.0, idle_close_margin=3.0)
     return Config(quick=False, repeats=args.repeats, startup_runs=args.startup_runs,
                   throughput_seconds=args.throughput_seconds, throughput_in_flight=64,
                   service_seconds=args.service_seconds, service_in_flight=256, service_repeats=args.service_repeats,
@@ -691,13 +695,42 @@ def start_fake(rig: Rig, case: services.ServiceCase, cfg: Config, cert: tuple[st
                                            cert[0] if (case.tls and cert) else None), scheme)
 
 
+def idle_close_timeout(cfg: Config) -> float:
+    """The client_idle_timeout our host runs with in scenario 4."""
+    if cfg.idle_close_timeout is not None:
+        return cfg.idle_close_timeout
+    from flyteconnectors.core.host.settings import HostSettings
+
+    return float(HostSettings().client_idle_timeout)
+
+
+def wait_fds_back(pid: int, baseline: int | None, since: float, limit: float) -> dict[str, Any]:
+    """Sample a host's open fds (every 0.5 s) until they are back to ``baseline`` or ``limit`` seconds have passed
+    since ``since`` (the end of the last load). Returns the last count, how long it took (None: not back), and a
+    coarse trace of [seconds, fds] every ~5 s."""
+    trace: list[list[float]] = []
+    while True:
+        fds, elapsed = proc_fds(pid), time.monotonic() - since
+        if fds is None or baseline is None:
+            return {"fds": fds, "seconds": None, "limit_s": limit, "trace": trace}
+        back, over = fds <= baseline, elapsed >= limit
+        if back or over or not trace or elapsed - trace[-1][0] >= 5:
+            trace.append([round(elapsed, 1), fds])
+        if back or over:
+            return {"fds": fds, "seconds": round(elapsed, 1) if back else None, "limit_s": limit, "trace": trace}
+        time.sleep(0.5)
+
+
 def service_run(rig: Rig, case: services.ServiceCase, kind: str, cfg: Config, cert: tuple[str, str] | None,
                 run_id: str, profile: bool = False) -> dict[str, Any]:
     fake = start_fake(rig, case, cfg, cert)
     host: Proc | None = None
     try:
         side = (case.ours if kind == "ours" else case.theirs)(fake.started)  # type: ignore[misc]
-        host, port = rig.start(kind, env_extra=side.env, modules=side.modules)
+        env = dict(side.env)
+        if kind == "ours" and cfg.idle_close_timeout is not None:
+            env["FLYTECONNECTORS_CLIENT_IDLE_TIMEOUT"] = str(cfg.idle_close_timeout)
+        host, port = rig.start(kind, env_extra=env, modules=side.modules)
         settled = wait_idle(host.pid)
         idle = {"settle_s": settled, "rss_mb": proc_rss_mb(host.pid), "fds": proc_fds(host.pid),
                 "threads": proc_threads(host.pid)}
@@ -729,13 +762,20 @@ def service_run(rig: Rig, case: services.ServiceCase, kind: str, cfg: Config, ce
         again = run_load(port, side.template, inputs=side.inputs, inputs_for=side.inputs_for,
                          in_flight=cfg.service_in_flight, duration=cfg.second_load_seconds, warmup=0,
                          poll_interval=cfg.poll_interval, run_id=run_id + "b", drain_limit=1.0)
+        loads_ended = time.monotonic()
         time.sleep(2 * cfg.settle)
         after_again = proc_fds(host.pid)
         stats = fake.stats()
+        # Then: do the descriptors come back once the host has been idle a while? Ours closes clients unused for
+        # client_idle_timeout; flytekit's host is sampled the same way, bounded by the same time.
+        idle_close = None if profile else wait_fds_back(
+            host.pid, idle["fds"], loads_ended, idle_close_timeout(cfg) + cfg.idle_close_margin)
         result.update({
             "idle": idle, "after": after, "rss_peak_mb": rss.peak,
             "fd_growth": _diff(after["fds"], idle["fds"]),
             "fd_growth_second_load": _diff(after_again, after["fds"]),
+            "idle_close": idle_close,
+            "fd_growth_after_idle": _diff(idle_close["fds"], idle["fds"]) if idle_close else None,
             "second_load": {"seconds": cfg.second_load_seconds, "creates_ok": again["creates_ok"],
                             "errors": again["errors"]},
             "remote_jobs": jobs_main, "service_requests": stats["requests"],
@@ -777,12 +817,23 @@ def _diff(a: int | None, b: int | None) -> int | None:
     return a - b if a is not None and b is not None else None
 
 
+def _signed(value: int | None) -> str:
+    return "?" if value is None else f"{value:+d}"
+
+
+def _idle_seconds(result: dict[str, Any]) -> str:
+    idle_close = result.get("idle_close") or {}
+    seconds = idle_close.get("seconds")
+    return f"{seconds} s" if seconds is not None else f"> {idle_close.get('limit_s')} s (not back)"
+
+
 def scenario_services(rig: Rig, cfg: Config, log: Callable[[str], None], names: list[str],
                       profile: bool) -> dict[str, Any]:
     cert = services.self_signed_cert(rig.workdir)
     out: dict[str, Any] = {"goal": GOALS["services"], "latency_s": cfg.service_latency,
                            "in_flight": cfg.service_in_flight, "seconds": cfg.service_seconds,
-                           "poll_interval_s": cfg.poll_interval, "cases": {}}
+                           "poll_interval_s": cfg.poll_interval, "client_idle_timeout_s": idle_close_timeout(cfg),
+                           "idle_close_margin_s": cfg.idle_close_margin, "cases": {}}
     for name in names:
         case = services.CASES_BY_NAME[name]
         kinds = ["ours"] + (["flytekit"] if case.theirs else [])
@@ -802,7 +853,8 @@ def scenario_services(rig: Rig, cfg: Config, log: Callable[[str], None], names: 
                 log(f"  {name:10s} {kind:9s} {result['ok_rpc_per_s']:8.1f} ok RPC/s  capacity "
                     f"{result['capacity_jobs_per_s']:7.2f} jobs/s  p99 Get {result['per_rpc']['GetTask']['p99_ms']}"
                     f" ms  errors {result['errors'] or 0}  orphans {result['orphaned_jobs']}  fds "
-                    f"{result['fd_growth']:+d} then {result['fd_growth_second_load']:+d}  rss peak "
+                    f"{result['fd_growth']:+d} then {result['fd_growth_second_load']:+d}, after idle "
+                    f"{_signed(result['fd_growth_after_idle'])} in {_idle_seconds(result)}  rss peak "
                     f"{result['rss_peak_mb']} MB")
         out["cases"][name] = _service_case(case, runs, failures)
         entry = out["cases"][name]
@@ -835,6 +887,12 @@ def _service_case(case: services.ServiceCase, runs: dict[str, list[dict[str, Any
             "orphaned_jobs": sum(pick(kind, lambda r: r["orphaned_jobs"])),
             "fd_growth": summary(pick(kind, lambda r: r["fd_growth"])),
             "fd_growth_second_load": summary(pick(kind, lambda r: r["fd_growth_second_load"])),
+            # After the loads, once the host has been idle for the client idle timeout (+ a margin).
+            "fd_growth_after_idle": summary(pick(kind, lambda r: r.get("fd_growth_after_idle"))),
+            "fd_idle_close_s": summary(pick(kind, lambda r: (r.get("idle_close") or {}).get("seconds"))),
+            "fd_not_back": sum(1 for r in results if (r.get("idle_close") or {}).get("fds") is not None
+                               and r["idle_close"]["seconds"] is None),
+            "fd_idle_limit_s": max(pick(kind, lambda r: (r.get("idle_close") or {}).get("limit_s") or 0), default=0),
             "rss_idle_mb": summary(pick(kind, lambda r: r["idle"]["rss_mb"])),
             "rss_peak_mb": summary(pick(kind, lambda r: r["rss_peak_mb"])),
             "jobs_not_succeeded": sum(pick(kind, lambda r: r["jobs_not_succeeded"])),
@@ -854,7 +912,10 @@ def _service_case(case: services.ServiceCase, runs: dict[str, list[dict[str, Any
         "capacity": bool(ratio and ratio["median"] >= CAPACITY_GOAL[case.name]) if ratio else None,
         "zero_deadline_errors": bool(ours and ours["deadline_errors"] == 0),
         "zero_orphans": bool(ours and ours["orphaned_jobs"] == 0),
-        "no_fd_growth": bool(ours and ours["fd_growth"] and ours["fd_growth"]["max"] <= 0),
+        # Judged once the host has been idle for the client idle timeout: keep-alive pools may hold connections
+        # between bursts, but nothing may stay open after that.
+        "no_fd_growth": bool(ours and (ours["fd_growth_after_idle"] or ours["fd_growth"])
+                             and (ours["fd_growth_after_idle"] or ours["fd_growth"])["max"] <= 0),
         "no_fd_growth_on_second_load": bool(ours and ours["fd_growth_second_load"]
                                             and ours["fd_growth_second_load"]["max"] <= 0),
         "all_jobs_succeeded": bool(ours and ours["jobs_not_succeeded"] == 0),

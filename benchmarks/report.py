@@ -48,6 +48,20 @@ def med(stats: dict[str, Any] | None, digits: int = 2) -> str:
     return fmt(stats["median"], digits) if stats else "–"
 
 
+def idle_fds(row: dict[str, Any]) -> str:
+    """Descriptor growth once the host has been idle, and how long the count took to come back."""
+    growth = row.get("fd_growth_after_idle")
+    if not growth:
+        return "–"
+    back, not_back, limit = row.get("fd_idle_close_s"), row.get("fd_not_back", 0), row.get("fd_idle_limit_s", 0)
+    notes = []
+    if back:
+        notes.append(f"back in {span(back, 0, bold=False)} s")
+    if not_back:
+        notes.append(("not" if not back else f"{not_back} run(s) not") + f" back within {limit:g} s")
+    return span(growth, 0, bold=False) + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def verdict(met: Any) -> str:
     if met is None:
         return "n/a"
@@ -115,9 +129,13 @@ def render(result: dict[str, Any], source: str) -> str:
             ours = case["table"].get("ours", {})
             cap = (f"{span(case['ratio_capacity_ours_flytekit'])}× capacity" if case["ratio_capacity_ours_flytekit"]
                    else "no flytekit pairing")
+            fds = (f"fd growth {idle_fds(ours)} once idle ({span(ours.get('fd_growth'), 0, bold=False)} right after "
+                   "the load)" if ours.get("fd_growth_after_idle") else
+                   f"fd growth {span(ours.get('fd_growth'), 0, bold=False)}") if ours else ""
             extra = (f"; {ours.get('deadline_errors', '–')} deadline errors, {ours.get('orphaned_jobs', '–')} orphans, "
-                     f"fd growth {span(ours.get('fd_growth'), 0, bold=False)}") if ours else "; our host did not run"
-            add(f"| 4. {name} | ≥ {case['capacity_goal']:g}× capacity, 0 deadline errors, 0 orphans, no fd growth | "
+                     f"{fds}") if ours else "; our host did not run"
+            add(f"| 4. {name} | ≥ {case['capacity_goal']:g}× capacity, 0 deadline errors, 0 orphans, no fd growth "
+                "once idle | "
                 f"{cap}{extra} | {verdict(case['met'])} |")
     if "local" in s:
         lo = s["local"]
@@ -215,23 +233,30 @@ def render(result: dict[str, Any], source: str) -> str:
             "orphaned jobs = remote jobs the fake holds − CreateTask calls that returned; descriptor growth = "
             f"open fds of the host {cfg['settle']:g} s after the load − before it; then the same load runs "
             f"again for {cfg.get('second_load_seconds', 3):g} s and the growth from the first to the second "
-            "is shown too (a bounded pool of keep-alive connections stays level, a leak grows again).")
+            "is shown too (a bounded pool of keep-alive connections stays level, a leak grows again)."
+            + (" Then the host stays idle and its fds are sampled until they are back to the count before the load, "
+               f"at most {sv['client_idle_timeout_s'] + sv['idle_close_margin_s']:g} s after the last load (our host "
+               f"closes service clients unused for its default client_idle_timeout, {sv['client_idle_timeout_s']:g} s;"
+               " flytekit's host is sampled the same way for the same time): \"fd growth once idle\" is the count "
+               "then − before the load, with how long it took to come back. The goal's \"no descriptor growth after "
+               "the load stops\" is judged on this figure." if "client_idle_timeout_s" in sv else ""))
         add("")
         add("| service | host | ok RPC/s | capacity jobs/s | GetTask p99 ms | deadline errors | other errors | "
-            "orphaned jobs | fd growth after load | fd growth after a 2nd load | peak RSS MB |")
-        add("|---|---|---|---|---|---|---|---|---|---|---|")
+            "orphaned jobs | fd growth after load | fd growth after a 2nd load | fd growth once idle | peak RSS MB |")
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name, case in sv["cases"].items():
             for kind in ("ours", "flytekit"):
                 row = case["table"].get(kind)
                 if row is None:
                     why = case["failures"].get(kind, "no pairing (see below)")
-                    add(f"| {name} | {kind} | did not run: {why[:160].replace('|', '/')} | | | | | | | | |")
+                    add(f"| {name} | {kind} | did not run: {why[:160].replace('|', '/')} | | | | | | | | | |")
                     continue
                 other = {k: n for k, n in row["errors"].items() if not k.endswith("DEADLINE_EXCEEDED")}
                 add(f"| {name} | {kind} | {span(row['ok_rpc_per_s'], 1)} | {span(row['capacity_jobs_per_s'], 2)} | "
                     f"{med(row['get_p99_ms'], 0)} | {row['deadline_errors']} | {errors_text(other)} | "
                     f"{row['orphaned_jobs']} | {span(row['fd_growth'], 0, bold=False)} | "
-                    f"{span(row.get('fd_growth_second_load'), 0, bold=False)} | {med(row['rss_peak_mb'], 0)} |")
+                    f"{span(row.get('fd_growth_second_load'), 0, bold=False)} | {idle_fds(row)} | "
+                    f"{med(row['rss_peak_mb'], 0)} |")
         add("")
         add("Where the time went (medians): the host's CPU, the fake's, and the machine's load average at the end of "
             "each load. A fake near one core, or service requests/s far below what the in-flight count allows "
@@ -411,7 +436,14 @@ def missed_section(add: Any, s: dict[str, Any]) -> None:
             if checks.get("zero_deadline_errors") is False or checks.get("zero_orphans") is False:
                 parts.append(f"{ours['deadline_errors']} deadline errors and {ours['orphaned_jobs']} orphaned jobs "
                              f"over {ours['repeats']} runs; errors: {errors_text(ours['errors'])}")
-            if checks.get("no_fd_growth") is False:
+            if checks.get("no_fd_growth") is False and ours.get("fd_growth_after_idle"):
+                parts.append(
+                    f"{span(ours['fd_growth_after_idle'], 0, bold=False)} descriptors more than before the load "
+                    f"once the host had been idle for {sv.get('client_idle_timeout_s', 0):g} s + "
+                    f"{sv.get('idle_close_margin_s', 0):g} s "
+                    f"({span(ours['fd_growth'], 0, bold=False)} right after the load): something outside the "
+                    "core's ClientCache (which closes idle clients) keeps them open")
+            elif checks.get("no_fd_growth") is False:
                 second = ours.get("fd_growth_second_load")
                 parts.append(
                     f"{span(ours['fd_growth'], 0, bold=False)} descriptors more after the load"
