@@ -117,3 +117,16 @@ async def test_call_that_waited_for_a_thread_past_its_start_time_is_refused_with
     assert code is grpc.StatusCode.DEADLINE_EXCEEDED
     assert "create call waited" in message and "free thread" in message and "not started" in message
     await holder
+
+
+async def test_call_that_timed_out_while_queued_is_not_counted_as_queued_any_more(dispatcher: Dispatcher):
+    first = asyncio.create_task(dispatcher.create(create_request("first", time.monotonic() + 10, hold=True)))
+    await until(lambda: OneThreadService.started == ["first"])
+
+    with pytest.raises(TransientServiceError, match="deadline"):  # the loop is free: the caller's timeout fires
+        await dispatcher.create(create_request("second", time.monotonic() + 0.3))
+    OneThreadService.release.set()
+    await first
+
+    await until(lambda: metrics.EXECUTOR_QUEUED.labels(connector=PACKAGE)._value.get() == 0)
+    assert OneThreadService.started == ["first"]
