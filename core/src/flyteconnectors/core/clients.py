@@ -13,6 +13,8 @@ import weakref
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
+from flyteconnectors.core import loops as _loops
+
 T = TypeVar("T")
 log = logging.getLogger("flyteconnectors.clients")
 
@@ -64,6 +66,10 @@ class ClientCache:
         self._users: dict[Hashable, weakref.WeakSet[_Call]] = {}
 
     def get(self, key: Hashable, factory: Callable[[], T]) -> T:
+        if _loops.ACTIVE:  # on a package's own event loop, clients are cached per loop (they are bound to it)
+            per_loop = _loops.loop_cache(self)
+            if per_loop is not None:
+                return per_loop.get(key, factory)
         # Mark the use before reading the client: close_idle() re-checks the mark after taking a client out.
         self._last_used[key] = time.monotonic()
         users = self._users.get(key)
@@ -86,6 +92,10 @@ class ClientCache:
         return len(self._clients)
 
     def discard(self, key: Hashable) -> None:
+        per_loop = _loops.loop_cache(self) if _loops.ACTIVE else None
+        if per_loop is not None:
+            per_loop.discard(key)
+            return
         client = self._clients.pop(key, None)
         if client is not None:
             _close_sync(client)
@@ -122,6 +132,7 @@ class ClientCache:
         return len(idle)
 
     async def aclose(self) -> None:
+        await _loops.aclose_loop_caches(self)  # clients built on a package's own loops close on those loops
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await _aclose_client(client)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import typing
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -37,6 +37,10 @@ class ConnectorSettings(BaseModel):
 
     #: Threads for this package's blocking calls. flytekit's default pool has 6 for everything.
     executor_threads: int = 64
+    #: Where this package's ``async def`` methods run: ``loop`` (the host's event loop), ``isolated`` (the
+    #: package's own event loops, at most ``executor_threads``, so a blocking call inside ``async def`` stalls
+    #: only them) or ``auto`` (the host's loop until the loop watchdog sees the package's code stall it).
+    async_mode: Literal["loop", "isolated", "auto"] = "auto"
 
     @classmethod
     def load(cls, package: str, file_values: Mapping[str, Any] | None = None,

@@ -41,6 +41,7 @@ from flyteconnectors.core.errors import (
     TransientServiceError,
 )
 from flyteconnectors.core.identity import ExecutionIdentity
+from flyteconnectors.core.loops import ON_MAIN_LOOP, isolate
 from flyteconnectors.core.meta import Envelope, MetaCodec, parse_meta
 from flyteconnectors.core.registry import Registry
 from flyteconnectors.core.resource import LogLink, Phase, Resource
@@ -512,7 +513,8 @@ class Dispatcher:
             ON_LOOP[connector.task_type] = ON_LOOP.get(connector.task_type, 0) + 1
             ON_LOOP_SEEN.add(connector.task_type)
             try:
-                return await _within(fn(*args), timeout)
+                coro = fn(*args)  # async_mode: on the host's loop, or on the package's own loops (core/loops.py)
+                return await _within(coro if connector in ON_MAIN_LOOP else isolate(connector, coro), timeout)
             except asyncio.TimeoutError:
                 raise TransientServiceError(
                     f"{operation} did not finish within the call's deadline ({timeout:.1f}s)"

@@ -3,7 +3,7 @@
 Precedence, lowest first: built-in default < config file < environment variable < command-line flag.
 The config file is named by ``--config`` or ``FLYTECONNECTORS_CONFIG``. Top-level keys are the options
 below; ``[connectors.<package>]`` tables hold each connector package's settings (its ``ConnectorSettings``:
-endpoint overrides for private endpoints or the local fakes, ``executor_threads``, ...). Environment
+endpoint overrides for private endpoints or the local fakes, ``executor_threads``, ``async_mode``, ...). Environment
 variables ``FLYTECONNECTORS_<PACKAGE>_<FIELD>`` override those tables field by field.
 
 ==================  ==================================  ===================  =========================================
@@ -15,6 +15,9 @@ metrics_port        FLYTECONNECTORS_METRICS_PORT        --metrics-port       Pro
 metrics_bind        FLYTECONNECTORS_METRICS_BIND        --metrics-bind       address of the metrics endpoint
 workers             FLYTECONNECTORS_WORKERS             --workers            server processes sharing the port
 executor_threads    FLYTECONNECTORS_EXECUTOR_THREADS    --executor-threads   default thread pool size per package
+async_mode          FLYTECONNECTORS_ASYNC_MODE          --async-mode         default of each package's ``async_mode``:
+                                                                             where its ``async def`` methods run
+                                                                             (``auto``, ``loop``, ``isolated``)
 grace_period        FLYTECONNECTORS_GRACE_PERIOD        --grace-period       seconds in-flight calls get on SIGTERM
 drain_delay         FLYTECONNECTORS_DRAIN_DELAY         --drain-delay        seconds NOT_SERVING before refusing calls
 deadline_margin     FLYTECONNECTORS_DEADLINE_MARGIN     --deadline-margin    seconds kept back from each RPC deadline
@@ -54,6 +57,9 @@ Example ``flyteconnectors.toml``::
     [connectors.bigquery]
     endpoint = "http://bigquery-fake:9050"
     executor_threads = 32
+
+    [connectors.openai]
+    async_mode = "isolated"   # or FLYTECONNECTORS_OPENAI_ASYNC_MODE=isolated
 """
 
 from __future__ import annotations
@@ -100,6 +106,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("metrics_bind", "str", "Address of the metrics endpoint.", "--metrics-bind"),
     Option("workers", "int", "Server processes sharing the gRPC port (SO_REUSEPORT).", "--workers"),
     Option("executor_threads", "int", "Default thread-pool size of each connector package.", "--executor-threads"),
+    Option("async_mode", "choice", "Default of each package's async_mode: where its 'async def' methods run: 'loop' "
+           "(the host's event loop), 'isolated' (the package's own event loops) or 'auto' (the host's loop until "
+           "the package's code stalls it).", "--async-mode", choices=("auto", "loop", "isolated")),
     Option("grace_period", "float", "Seconds in-flight calls may take to finish after SIGTERM.", "--grace-period"),
     Option("drain_delay", "float", "Seconds to report NOT_SERVING before refusing new calls on SIGTERM.",
            "--drain-delay"),
@@ -142,6 +151,7 @@ class HostSettings:
     metrics_bind: str = "0.0.0.0"
     workers: int = 1
     executor_threads: int = 64
+    async_mode: str = "auto"
     # Kubernetes sends SIGKILL 30 s after SIGTERM by default; finish before that.
     grace_period: float = 25.0
     drain_delay: float = 0.0
@@ -190,11 +200,11 @@ class HostSettings:
 
     def settings_source(self) -> Callable[[str], Mapping[str, Any]]:
         """What the registry feeds to each package's ``ConnectorSettings.load`` (env still wins)."""
-        default_threads = self.executor_threads
+        default_threads, async_mode = self.executor_threads, self.async_mode
         tables = self.connectors
 
         def source(package: str) -> Mapping[str, Any]:
-            return {"executor_threads": default_threads, **tables.get(package, {})}
+            return {"executor_threads": default_threads, "async_mode": async_mode, **tables.get(package, {})}
 
         return source
 
