@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 from pathlib import Path
@@ -143,17 +144,101 @@ def test_server_without_listings_still_runs_batches(fake, host, propeller, prefi
     assert fake.batch_count() == 1
 
 
-def test_adoption_finds_a_batch_beyond_the_first_page(fake, propeller):
-    first = propeller.create(batch_template(), {"prompts": ["x"]})
+def other_batches(fake, count: int, *, age: float = 0.0) -> None:
+    """``count`` batches of other executions, made ``age`` seconds ago."""
     sdk = openai.OpenAI(api_key="sk-other", base_url=f"{fake.url}/v1", max_retries=0)
     line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}'
-    for n in range(120):  # newer batches of other executions push ours past the first page of 100
-        upload = sdk.files.create(file=(f"other{n}.jsonl", line), purpose="batch")
-        sdk.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
-                           metadata={IDEMPOTENCY_TAG: f"other{n}"})
+    upload = sdk.files.create(file=("other.jsonl", line), purpose="batch")
+    for n in range(count):
+        made = sdk.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                  metadata={IDEMPOTENCY_TAG: f"other{n}-{time.monotonic_ns()}"})
+        fake.batches[made.id]["created_at"] -= int(age)
 
-    assert batch_id(propeller.create(batch_template(), {"prompts": ["x"]})) == batch_id(first)
+
+def listings(fake) -> int:
+    return len(fake.requests("GET", r"/v1/batches$"))
+
+
+def test_another_host_adopts_a_batch_beyond_the_first_page(fake, propeller):
+    first = propeller.create(batch_template(), {"prompts": ["x"]})
+    other_batches(fake, 120)  # newer batches of other executions push ours past the first page of 100
+
+    with make_host(fake) as replica:  # knows nothing yet: it must list
+        again = PropellerClient(replica.channel).create(batch_template(), {"prompts": ["x"]})
+
+    assert batch_id(again) == batch_id(first)
     assert fake.batch_count() == 121
+    assert len(fake.files) == 2  # ours and the others' one: the input file was found too
+
+
+def test_retried_create_on_the_same_host_adopts_without_listing(fake, propeller):
+    first = propeller.create(batch_template(), {"prompts": ["x"]})
+    before = len(fake.requests())
+
+    again = propeller.create(batch_template(), {"prompts": ["x"]})
+
+    assert batch_id(again) == batch_id(first)
+    assert len(fake.requests()) == before  # not one request: the host remembers what it made
+
+
+def test_each_create_lists_only_the_batches_made_since_the_last_listing(fake, propeller):
+    other_batches(fake, 250, age=120)  # an account with history
+    other_batches(fake, 1)
+    propeller.create(batch_template(), {"prompts": ["x"]}, ident=builders.identity(execution="e1"))
+    assert listings(fake) == 3  # the first listing on this host reads the history (within adopt_window)
+    other_batches(fake, 5)
+
+    propeller.create(batch_template(), {"prompts": ["x"]}, ident=builders.identity(execution="e2"))
+
+    assert listings(fake) == 4  # one page: the new batches, then history the host has already seen
+    assert all(e.query.get("limit") == "100" for e in fake.requests("GET", r"/v1/batches$"))
+
+
+def test_batches_older_than_the_adoption_window_are_not_listed(fake):
+    other_batches(fake, 150, age=3600)
+    with make_host(fake, settings={"adopt_window": 600}) as host:
+        PropellerClient(host.channel).create(batch_template(), {"prompts": ["x"]})
+
+    assert listings(fake) == 1  # the first batch older than the window ends the listing
+
+
+def test_concurrent_creates_share_listings(fake, host):
+    fake.inject_fault(None, method="GET", path=r"/v1/batches$", hang=0.3, count=None)
+    creates = 8
+
+    def create(n: int) -> bytes:
+        return PropellerClient(host.channel).create(batch_template(), {"prompts": ["x"]},
+                                                    ident=builders.identity(execution=f"e{n}"))
+
+    with concurrent.futures.ThreadPoolExecutor(creates) as pool:
+        metas = list(pool.map(create, range(creates)))
+
+    assert len({batch_id(m) for m in metas}) == creates == fake.batch_count()
+    assert listings(fake) <= 3  # the first, and one started after the others had arrived (plus a straggler)
+
+
+def test_input_file_deleted_after_a_failed_create_is_uploaded_again(fake, propeller):
+    fake.inject_fault(400, method="POST", path=r"/v1/batches$", count=1)
+    failed = propeller.create(batch_template(), {"prompts": ["x"]})
+    assert fake.batch_count() == 0 and len(fake.files) == 1
+    assert failed  # the create answered (the 400 shows on the next poll)
+    fake.files.clear()  # someone cleaned up the account
+
+    meta = propeller.create(batch_template(), {"prompts": ["x"]})
+
+    assert fake.batch_count() == 1
+    assert fake.batches[batch_id(meta)]["input_file_id"] in fake.files
+
+
+def test_server_listing_oldest_first_still_adopts(fake, propeller):
+    first = propeller.create(batch_template(), {"prompts": ["x"]})
+    other_batches(fake, 120)
+    fake.batches = dict(reversed(list(fake.batches.items())))  # the fake lists in reverse insertion order
+
+    with make_host(fake) as replica:
+        again = PropellerClient(replica.channel).create(batch_template(), {"prompts": ["x"]})
+
+    assert batch_id(again) == batch_id(first)
 
 
 @pytest.mark.parametrize("status", list(BATCH_STATES.states))

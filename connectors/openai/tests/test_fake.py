@@ -59,3 +59,24 @@ def test_missing_key_and_missing_batch_answer_like_openai(fake):
     with pytest.raises(openai.AuthenticationError) as refused:
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     assert refused.value.code == "invalid_api_key"
+
+
+def test_listings_page_like_openai(fake):
+    client = openai.OpenAI(api_key="sk-x", base_url=f"{fake.url}/v1", max_retries=0)
+    line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}'
+    uploads = [client.files.create(file=(f"in{n}.jsonl", line), purpose="batch") for n in range(3)]
+    made = [client.batches.create(input_file_id=uploads[0].id, endpoint="/v1/chat/completions",
+                                  completion_window="24h").id for _ in range(25)]
+
+    first = client.batches.list()
+    assert [b.id for b in first.data] == made[::-1][:20]  # newest first, 20 by default
+    assert first.has_more
+    assert [b.id for b in client.batches.list(limit=100)] == made[::-1]  # the SDK follows the `after` cursor
+    assert [b.id for b in client.batches.list(limit=10, after=made[5]).data] == made[4::-1]
+    with pytest.raises(openai.BadRequestError) as too_many:
+        client.batches.list(limit=101)
+    assert too_many.value.code == "integer_above_max_value"
+
+    newest_first = [f.id for f in client.files.list(purpose="batch").data]  # 10,000 by default; desc by default
+    assert newest_first == [u.id for u in uploads[::-1]]
+    assert [f.id for f in client.files.list(purpose="batch", order="asc", limit=2).data] == [u.id for u in uploads[:2]]

@@ -6,16 +6,22 @@ This module imports the ``openai`` SDK, so ``connector.py`` imports it lazily (h
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import json
 import logging
 import os
 import re
 import tempfile
+import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx2
 
 import openai
 from flyteconnectors.core import (
@@ -63,6 +69,14 @@ def _norm(url: str) -> str:
     return url.strip().rstrip("/")
 
 
+#: One TLS context for every client, built when this module is imported (in a thread, never on the event
+#: loop). Building one reads the CA bundle, tens of milliseconds of CPU, and every event loop needs its own client.
+_TLS = httpx2.create_ssl_context()
+#: Idle connections a client keeps open. The SDK's default (100 idle of at most 1,000) let a burst leave hundreds
+#: of sockets open after the load, and httpx2 checks every pooled connection on each request it assigns.
+KEEPALIVE_CONNECTIONS = 16
+
+
 class _ClientHolder:
     """A client and the event loop it belongs to: httpx2 connections cannot move between loops."""
 
@@ -75,20 +89,31 @@ class _ClientHolder:
             await self.client.close()
 
 
+def account(ctx: CallContext, base_url: str, api_version: str) -> tuple[str, str, str]:
+    """Whose objects a call sees: (endpoint, API version, fingerprint of the credentials); holds no secret."""
+    api_key = ctx.secrets.require(API_KEY_SECRET)
+    organization = ctx.secrets.get(ORGANIZATION_SECRET)
+    project = ctx.secrets.get(PROJECT_SECRET)
+    return base_url, api_version, fingerprint(api_key, organization, project)
+
+
 def client(connector: Connector[Any], ctx: CallContext, base_url: str, api_version: str) -> openai.AsyncOpenAI:
     """One AsyncOpenAI per (endpoint, credentials, event loop), reused and closed when the host drains."""
     api_key = ctx.secrets.require(API_KEY_SECRET)
     organization = ctx.secrets.get(ORGANIZATION_SECRET)
     project = ctx.secrets.get(PROJECT_SECRET)
     loop = asyncio.get_running_loop()
-    key = ("openai", base_url, api_version, fingerprint(api_key, organization, project), id(loop))
+    key = ("openai", *account(ctx, base_url, api_version), id(loop))
 
     def build() -> _ClientHolder:
         # max_retries=0: the core retries transient failures inside the call's deadline. The SDK's own
         # retries would overrun a sync task's deadline and re-send batches.create after a lost response,
         # which makes a second batch (cloud-fakes §5: the SDK sends no idempotency key).
+        limits = httpx2.Limits(max_connections=max(1, int(getattr(connector.settings, "max_connections", 64))),
+                               max_keepalive_connections=KEEPALIVE_CONNECTIONS)
         common: dict[str, Any] = {"api_key": api_key, "organization": organization, "project": project,
-                                  "max_retries": 0}
+                                  "max_retries": 0,
+                                  "http_client": openai.DefaultAsyncHttpxClient(verify=_TLS, limits=limits)}
         if api_version:
             made: openai.AsyncOpenAI = openai.AsyncAzureOpenAI(
                 azure_endpoint=base_url, api_version=api_version, **common
@@ -167,6 +192,178 @@ async def optional_listing(action: str, make: Callable[[], Awaitable[T]]) -> T |
         raise service_error(err, action) from None
     except openai.OpenAIError as err:
         raise service_error(err, action) from None
+
+
+# ---------------------------------------------------------------------------------------------- adoption
+#: Items listed per request: the Batch API's maximum (its default is 20); the files listing allows more.
+PAGE_SIZE = 100
+#: Pages larger than this are parsed in a worker thread instead of on the event loop.
+_PARSE_INLINE_BYTES = 256 * 1024
+
+
+class _Interrupted(Exception):
+    """The listing stopped because its event loop went away (local runs close a loop after each call)."""
+
+
+class Recent:
+    """What this host knows of one account's newest batches (or batch input files), by name.
+
+    A create must find what an earlier try of its attempt made when that try's response was lost, and the API
+    offers no lookup by name or metadata: only listings, newest first, a page of at most 100 at a time behind
+    an ``after`` cursor. Listing the newest 1,000 batches on every create (and building the SDK's pydantic
+    model of each) kept the event loop busy and every other call waiting. So what a listing showed is kept:
+
+    - a name this host has seen (its own creates, or any earlier listing) is answered without a request;
+    - otherwise a listing reads only what is new: it stops ``overlap`` seconds below the newest item of the
+      previous complete listing (items of the same second may sort either way, and an item may appear in the
+      listing a little after its ``created_at``). The first listing, and a listing that would run on, stop at
+      ``limit`` items or at items older than ``window`` seconds;
+    - creates that arrive while a listing runs share the next listing instead of starting their own. A
+      listing that began before a create began cannot be used by it: it might miss what the create's
+      earlier try made just before;
+    - pages are read as raw JSON, and only the id, ``created_at`` and the name of each item are kept.
+
+    If a server does not list newest first, the time-based stops are dropped and every listing reads up to
+    ``limit`` items (the behaviour before this index).
+
+    One index serves every event loop of the host (the core may run a package's calls on several loops, each
+    on its own thread): its state is behind a lock, and a listing runs on the loop of the call that started
+    it while calls on other loops wait for it through a thread-safe future.
+    """
+
+    def __init__(self, what: str, name_of: Callable[[Mapping[str, Any]], str | None],
+                 keep: tuple[str, ...] = ("id", "created_at"), *, window: float, limit: int,
+                 overlap: float = 10.0) -> None:
+        self.what = what
+        self._name_of = name_of
+        self._keep = keep
+        self.window = window
+        self.limit = max(1, limit)
+        self.overlap = overlap
+        self._lock = threading.Lock()
+        self._known: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._cap = max(10 * self.limit, 10_000)
+        self._top: float | None = None  # created_at of the newest item the last complete listing saw
+        self._ordered = True
+        self._scan: tuple[concurrent.futures.Future[None], float] | None = None
+
+    def known(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._known.get(name)
+
+    def remember(self, name: str, item: Mapping[str, Any]) -> None:
+        """Record what this host just made, so a retry on this host finds it without listing."""
+        with self._lock:
+            self._known[name] = {k: item.get(k) for k in self._keep}
+            self._known.move_to_end(name)
+            self._prune()
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._known.pop(name, None)
+
+    async def find(self, name: str, page: Callable[[str | None], Awaitable[bytes | None]]) -> dict[str, Any] | None:
+        """The newest item called ``name`` that exists now, listing what is new since the last listing."""
+        found = self.known(name)
+        if found is not None:
+            return found
+        await self.refresh(page)
+        return self.known(name)
+
+    async def refresh(self, page: Callable[[str | None], Awaitable[bytes | None]]) -> None:
+        """Wait for a listing that started after this call did (sharing one that others started)."""
+        since = time.monotonic()
+        while True:
+            with self._lock:
+                current = self._scan
+                mine = current is None or (current[0].done() and current[1] < since)
+                if mine:
+                    current = self._scan = (concurrent.futures.Future(), time.monotonic())
+            shared, started = current  # type: ignore[misc]
+            if mine:
+                listing = asyncio.ensure_future(self._list(page))
+                listing.add_done_callback(lambda task, into=shared: _settle(task, into))
+            try:
+                # shield: a caller that gives up (its deadline) must not cancel the listing others wait for
+                await asyncio.shield(asyncio.wrap_future(shared))
+            except _Interrupted:
+                continue
+            except Exception:
+                if started >= since:
+                    raise
+                continue  # a listing that began before this call: its outcome is not this call's
+            if started >= since:
+                return
+
+    async def _list(self, page: Callable[[str | None], Awaitable[bytes | None]]) -> None:
+        with self._lock:
+            ordered = self._ordered
+            floor = self._top - self.overlap if self._top is not None and ordered else None
+        horizon = time.time() - self.window
+        seen = 0
+        newest: float | None = None
+        previous: float | None = None
+        found: list[tuple[str, dict[str, Any]]] = []
+        after: str | None = None
+        while True:
+            raw = await page(after)
+            if raw is None:  # the server cannot list these: nothing is learned
+                return
+            body = await asyncio.to_thread(json.loads, raw) if len(raw) > _PARSE_INLINE_BYTES else json.loads(raw)
+            items = (body.get("data") or []) if isinstance(body, Mapping) else []
+            done = not items or not body.get("has_more")
+            for item in items:
+                if not isinstance(item, Mapping):
+                    continue
+                created = float(item.get("created_at") or 0)
+                if previous is not None and created > previous + 1 and ordered:
+                    ordered = False
+                    floor = None
+                    log.warning("the server does not list %s newest first; every create now reads the newest "
+                                "%d of them", self.what, self.limit)
+                previous = created
+                newest = created if newest is None else max(newest, created)
+                name = self._name_of(item)
+                if name:
+                    found.append((name, {k: item.get(k) for k in self._keep}))
+                seen += 1
+                if seen >= self.limit or (ordered and (created < horizon or (floor is not None and created < floor))):
+                    done = True
+                    break
+            if done:
+                break
+            after = str(items[-1].get("id"))
+        with self._lock:
+            self._ordered = self._ordered and ordered
+            for name, kept in reversed(found):  # oldest first: the newest of a name wins, pruning stays in order
+                self._known[name] = kept
+                self._known.move_to_end(name)
+            if newest is not None:
+                self._top = newest if self._top is None else max(self._top, newest)
+            self._prune()
+
+    def _prune(self) -> None:  # with the lock held
+        horizon = time.time() - self.window
+        while self._known:
+            item = next(iter(self._known.values()))
+            if len(self._known) <= self._cap and float(item.get("created_at") or 0) >= horizon:
+                break
+            self._known.popitem(last=False)
+
+
+def _settle(task: asyncio.Future[None], into: concurrent.futures.Future[None]) -> None:
+    if task.cancelled():
+        into.set_exception(_Interrupted())
+    elif task.exception() is not None:
+        into.set_exception(task.exception())  # type: ignore[arg-type]
+    else:
+        into.set_result(None)
+
+
+async def raw_page(action: str, make: Callable[[], Awaitable[Any]]) -> bytes | None:
+    """The body of one listing request, unparsed; None when the server has no such listing."""
+    response = await optional_listing(action, make)
+    return None if response is None else bytes(response.http_response.content)
 
 
 # ---------------------------------------------------------------------------------------------- templates

@@ -16,7 +16,6 @@ Chat replies are echoes by default; ``script_next_reply(...)`` queues an exact r
 from __future__ import annotations
 
 import json
-import threading
 import time
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -44,8 +43,6 @@ class OpenAIFake(FakeService):
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self._replies: list[dict[str, Any]] = []
-        self._clock = threading.Lock()
-        self._last_created = 0
 
     def reset_state(self) -> None:
         self.files.clear()
@@ -82,12 +79,6 @@ class OpenAIFake(FakeService):
         if self.api_key is not None and key != self.api_key:
             # The real service echoes (part of) the key it refused; the connector must never pass it on.
             raise _error(401, f"Incorrect API key provided: {key}.", code="invalid_api_key")
-
-    def _created_at(self) -> int:
-        # Strictly increasing, so "newest first" listings are well defined even within one second.
-        with self._clock:
-            self._last_created = max(int(time.time()), self._last_created + 1)
-            return self._last_created
 
     # ------------------------------------------------------------------ chat completions
     @route("POST", r"/v1/chat/completions")
@@ -129,22 +120,26 @@ class OpenAIFake(FakeService):
 
     def _add_file(self, filename: str, content: bytes, purpose: str) -> dict[str, Any]:
         file_id = f"file-{self.next_id()}"
-        record = {"id": file_id, "object": "file", "bytes": len(content), "created_at": self._created_at(),
-                  "filename": filename, "purpose": purpose, "status": "processed"}
-        with self.lock:
+        with self.lock:  # created_at and insertion together: the dict's order is the creation order
+            record = {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                      "filename": filename, "purpose": purpose, "status": "processed"}
             self.files[file_id] = {"meta": record, "content": content}
         return record
 
     @route("GET", _API + r"/files")
     def list_files(self, request: FakeRequest) -> Any:
+        """Like OpenAI: ``order`` by created_at (default desc), ``limit`` 1 to 10,000 (default 10,000), ``after``."""
         self._authorize(request)
-        with self.lock:
-            items = [f["meta"] for f in self.files.values()]
+        order = request.query.get("order", "desc")
+        if order not in {"asc", "desc"}:
+            raise _error(400, f"Invalid 'order': expected one of 'asc' or 'desc', but got '{order}' instead.",
+                         param="order")
         purpose = request.query.get("purpose")
-        if purpose:
-            items = [f for f in items if f["purpose"] == purpose]
-        items.sort(key=lambda f: f["created_at"], reverse=request.query.get("order", "desc") == "desc")
-        return _page(items, request)
+        with self.lock:
+            items = [f["meta"] for f in self.files.values() if not purpose or f["meta"]["purpose"] == purpose]
+            if order == "desc":
+                items.reverse()
+            return _page(items, request, default=10_000, maximum=10_000)
 
     @route("GET", _API + r"/files/(?P<file_id>[^/]+)")
     def get_file(self, request: FakeRequest, file_id: str) -> Any:
@@ -192,22 +187,25 @@ class OpenAIFake(FakeService):
         batch = {
             "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "errors": None,
             "input_file_id": body["input_file_id"], "completion_window": "24h", "status": "validating",
-            "output_file_id": None, "error_file_id": None, "created_at": self._created_at(),
+            "output_file_id": None, "error_file_id": None, "created_at": 0,
             "in_progress_at": None, "expires_at": None, "finalizing_at": None, "completed_at": None,
             "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
             "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": metadata or None,
         }
-        with self.lock:
+        with self.lock:  # created_at and insertion together: the dict's order is the creation order
+            batch["created_at"] = int(time.time())
             self.batches[batch_id] = batch
             self._apply(batch, script.current)
             return dict(batch)
 
     @route("GET", _API + r"/batches")
     def list_batches(self, request: FakeRequest) -> Any:
+        """Like OpenAI: newest first, ``limit`` 1 to 100 (default 20), ``after`` = the last id of a page."""
         self._authorize(request)
         with self.lock:
-            items = sorted((dict(b) for b in self.batches.values()), key=lambda b: b["created_at"], reverse=True)
-        return _page(items, request)
+            items = list(self.batches.values())
+            items.reverse()
+            return _page(items, request, default=20, maximum=100)
 
     @route("GET", _API + r"/batches/(?P<batch_id>[^/]+)")
     def retrieve_batch(self, request: FakeRequest, batch_id: str) -> Any:
@@ -367,15 +365,27 @@ def _sample(schema: dict[str, Any]) -> Any:
     return samples.get(kind, "example")
 
 
-def _page(items: list[dict[str, Any]], request: FakeRequest) -> dict[str, Any]:
+def _page(items: list[dict[str, Any]], request: FakeRequest, *, default: int, maximum: int) -> dict[str, Any]:
+    """One page of a cursor listing (``items`` in listing order), with OpenAI's checks of ``limit``."""
+    raw = request.query.get("limit")
+    try:
+        limit = default if raw is None else int(raw)
+    except ValueError:
+        raise _error(400, f"Invalid 'limit': expected an integer, but got '{raw}' instead.", param="limit",
+                     code="invalid_type") from None
+    if limit < 1:
+        raise _error(400, f"Invalid 'limit': integer below minimum value. Expected a value >= 1, but got {limit} "
+                     "instead.", param="limit", code="integer_below_min_value")
+    if limit > maximum:
+        raise _error(400, f"Invalid 'limit': integer above maximum value. Expected a value <= {maximum}, but got "
+                     f"{limit} instead.", param="limit", code="integer_above_max_value")
+    start = 0
     after = request.query.get("after")
     if after:
-        ids = [item["id"] for item in items]
-        items = items[ids.index(after) + 1 :] if after in ids else []
-    limit = int(request.query.get("limit") or 20)
-    page = items[:limit]
+        start = next((i + 1 for i, item in enumerate(items) if item["id"] == after), len(items))
+    page = [dict(item) for item in items[start : start + limit]]
     return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None, "has_more": len(items) > limit}
+            "last_id": page[-1]["id"] if page else None, "has_more": len(items) > start + limit}
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:

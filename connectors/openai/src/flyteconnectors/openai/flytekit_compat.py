@@ -180,7 +180,8 @@ class FlytekitOpenAIBatch(OpenAIBatch):
         base_url, api_version = svc.endpoint(self.settings, config.base_url, config.api_version)
         client = svc.client(self, task, base_url, api_version)
         key = task.idempotency_key
-        found = await self._find_batch(client, key, task)
+        account = svc.account(task, base_url, api_version)
+        found = await self._find_batch(client, key, task, account)
         if found is None:
             metadata = {**config.metadata, IDEMPOTENCY_TAG: key,
                         "flyte_execution": task.identity.execution[:512], "flyte_node": task.identity.node_id[:512]}
@@ -188,6 +189,7 @@ class FlytekitOpenAIBatch(OpenAIBatch):
                 input_file_id=file_id.strip(), endpoint=config.endpoint,  # type: ignore[arg-type]
                 completion_window=config.completion_window,  # type: ignore[arg-type]
                 metadata=metadata, timeout=task.timeout(self.settings.request_timeout)))
+            self._batches(account).remember(key, {"id": batch.id, "created_at": batch.created_at})
             found = str(batch.id)
         return FlytekitBatchMeta(batch_id=found, base_url=base_url, api_version=api_version, organization=organization)
 
