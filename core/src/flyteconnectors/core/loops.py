@@ -8,9 +8,10 @@ package's ``async def`` methods run:
 * ``isolated``: on the package's own pool of event loops, each on a daemon thread (at most
   ``executor_threads`` loops, created when calls need them, closed when the host drains). A blocking call then
   stalls one of the package's loops only; its other calls go to the least-busy loop and run meanwhile;
-* ``auto`` (default): on the host's loop until the loop watchdog sees the package's own code running on the
-  loop through several stalls (:mod:`flyteconnectors.core.host.watchdog`), then isolated, with one warning
-  in the log and the ``flyteconnectors_async_isolated`` gauge set to 1.
+* ``auto`` (default): on the host's loop until the loop watchdog sees a connector's own code blocking the loop
+  through several stalls (:mod:`flyteconnectors.core.host.watchdog`); from then on that connector's calls run
+  on its package's loops, with one warning in the log and the ``flyteconnectors_async_isolated`` gauge (the
+  package's isolated connectors) raised. The package's well-behaved connectors stay on the host's loop.
 
 The dispatcher asks :data:`ON_MAIN_LOOP` first: a connector decided for the host's loop costs one set lookup
 per call. Clients a connector caches in ``self.clients`` while it runs on a pool loop are cached per loop
@@ -42,7 +43,8 @@ MODES = ("loop", "isolated", "auto")
 
 ISOLATED_GAUGE = Gauge(
     "flyteconnectors_async_isolated",
-    "1 when a package's async def methods run on its own event loops (async_mode isolated, or moved by auto).",
+    "A package's connectors whose async def methods run on its own event loops (async_mode isolated, or moved "
+    "there by auto).",
     ["package"], multiprocess_mode="livemax",
 )
 LOOPS_GAUGE = Gauge("flyteconnectors_async_loops", "Event loops a package's isolated async calls run on.",
@@ -50,13 +52,11 @@ LOOPS_GAUGE = Gauge("flyteconnectors_async_loops", "Event loops a package's isol
 
 #: Connectors whose ``async def`` methods run on the host's loop (decided on their first call).
 ON_MAIN_LOOP: set[Connector[Any]] = set()
-#: Connectors whose ``async def`` methods run on their package's loops, by package.
+#: Connectors whose ``async def`` methods run on their package's loops, with their key (:func:`key_of`).
 _ISOLATED: dict[Connector[Any], str] = {}
-#: Code objects of connector methods (and the functions nested in them), by package: the watchdog looks for
-#: them on the loop thread's stack to tell which package's code was running while the loop stalled.
-CODE_PACKAGE: dict[types.CodeType, str] = {}
-#: Task types by package, for naming in-flight suspects.
-TASK_PACKAGE: dict[str, str] = {}
+#: Code objects of connector methods (and the functions nested in them) -> keys of the connectors using them:
+#: the watchdog looks for them on the loop thread's stack to tell whose code was running while the loop stalled.
+CODE_OWNER: dict[types.CodeType, str] = {}
 #: True once a pool loop was started in this process (ClientCache keys clients per loop only then).
 ACTIVE = False
 _POOLS: dict[str, LoopPool] = {}
@@ -70,6 +70,11 @@ def package_of(connector: Connector[Any]) -> str:
     return connector.package or type(connector).__name__
 
 
+def key_of(connector: Connector[Any]) -> str:
+    """``package/task_type``: how the watchdog names a connector."""
+    return f"{package_of(connector)}/{connector.task_type}"
+
+
 def mode_of(connector: Connector[Any]) -> str:
     mode = str(getattr(connector.settings, "async_mode", "auto")).lower()
     return mode if mode in MODES else "auto"
@@ -80,8 +85,8 @@ def runs_isolated(connector: Connector[Any]) -> bool:
     return connector in _ISOLATED
 
 
-def isolated_packages() -> list[str]:
-    return sorted(set(_ISOLATED.values()))
+def isolated_keys() -> set[str]:
+    return set(_ISOLATED.values())
 
 
 def isolate(connector: Connector[Any], coro: Awaitable[Any]) -> Awaitable[Any]:
@@ -89,52 +94,60 @@ def isolate(connector: Connector[Any], coro: Awaitable[Any]) -> Awaitable[Any]:
 
     Either ``coro`` itself (the host's loop) or a future of the same coroutine running on a pool loop.
     """
-    package = _ISOLATED.get(connector)
-    if package is None:
-        package = package_of(connector)
-        _register(connector, package)
-        mode = mode_of(connector)
-        if mode != "isolated":
+    key = _ISOLATED.get(connector)
+    if key is None:
+        key = key_of(connector)
+        _register(connector, key)
+        if mode_of(connector) != "isolated":
             ON_MAIN_LOOP.add(connector)
-            ISOLATED_GAUGE.labels(package=package).set(0)
+            _count(connector)
             return coro
-        _ISOLATED[connector] = package
-        ISOLATED_GAUGE.labels(package=package).set(1)
-    return _pool(connector, package).submit(coro)
+        _ISOLATED[connector] = key
+        _count(connector)
+    return _pool(connector, package_of(connector)).submit(coro)
 
 
-def move(package: str, reason: str) -> bool:
-    """``auto``: run the package's ``async def`` methods on its own loops from the next call on."""
-    moved = [c for c in ON_MAIN_LOOP if package_of(c) == package and mode_of(c) == "auto"]
+def move(keys: str, reason: str) -> bool:
+    """``auto``: run these connectors' ``async def`` methods on their package's loops from the next call on.
+
+    ``keys``: as :func:`running_connector` names them (comma-separated :func:`key_of` values).
+    """
+    wanted = set(keys.split(","))
+    moved = [c for c in ON_MAIN_LOOP if key_of(c) in wanted and mode_of(c) == "auto"]
     for connector in moved:
         ON_MAIN_LOOP.discard(connector)
-        _ISOLATED[connector] = package
-    if moved:
-        ISOLATED_GAUGE.labels(package=package).set(1)
-        if package not in _MOVED_LOGGED:
-            _MOVED_LOGGED.add(package)
+        _ISOLATED[connector] = key_of(connector)
+        _count(connector)
+        key = key_of(connector)
+        if key not in _MOVED_LOGGED:
+            _MOVED_LOGGED.add(key)
+            package = package_of(connector)
             log.warning(
-                "package %s: its async def calls now run on its own event loops (async_mode=auto), because %s. "
-                "The rest of the host is no longer held up by it. Make its blocking methods plain 'def', or set "
-                "async_mode=isolated (FLYTECONNECTORS_%s_ASYNC_MODE) to start it there.",
-                package, reason, package.upper().replace("-", "_"),
+                "package %s: connector %s now runs its async def calls on the package's own event loops "
+                "(async_mode=auto), because %s. The rest of the host is no longer held up by it. Make its blocking "
+                "methods plain 'def', or set async_mode=isolated (FLYTECONNECTORS_%s_ASYNC_MODE) to start there.",
+                package, connector.task_type, reason, package.upper().replace("-", "_"),
             )
     return bool(moved)
 
 
-def package_running(frame: types.FrameType | None, depth: int = 200) -> str | None:
-    """The package whose connector code is on this stack (innermost first), if any."""
+def _count(connector: Connector[Any]) -> None:
+    package = package_of(connector)
+    ISOLATED_GAUGE.labels(package=package).set(sum(1 for c in _ISOLATED if package_of(c) == package))
+
+
+def running_connector(frame: types.FrameType | None, depth: int = 200) -> str | None:
+    """The connectors (comma-separated keys) whose code is on this stack (innermost first), if any."""
     while frame is not None and depth > 0:
-        package = CODE_PACKAGE.get(frame.f_code)
-        if package is not None:
-            return package
+        owner = CODE_OWNER.get(frame.f_code)
+        if owner is not None:
+            return owner
         frame = frame.f_back
         depth -= 1
     return None
 
 
-def _register(connector: Connector[Any], package: str) -> None:
-    TASK_PACKAGE[connector.task_type] = package
+def _register(connector: Connector[Any], key: str) -> None:
     for klass in type(connector).__mro__:
         module = getattr(klass, "__module__", "")
         if klass is object or module in _CORE_MODULES or module == "typing":
@@ -147,14 +160,18 @@ def _register(connector: Connector[Any], package: str) -> None:
                 continue
             code = getattr(fn, "__code__", None)
             if isinstance(code, types.CodeType):
-                _add_code(code, package)
+                _add_code(code, key)
 
 
-def _add_code(code: types.CodeType, package: str) -> None:
-    CODE_PACKAGE[code] = package  # the latest registration wins (tests register a class under several names)
+def _add_code(code: types.CodeType, key: str) -> None:
+    # A base class's method may serve several connectors; a task type belongs to one package (the latest
+    # registry's: tests build several).
+    task_type = key.rsplit("/", 1)[-1]
+    owners = [k for k in CODE_OWNER.get(code, "").split(",") if k and k.rsplit("/", 1)[-1] != task_type]
+    CODE_OWNER[code] = ",".join([*owners, key])
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            _add_code(const, package)
+            _add_code(const, key)
 
 
 def _pool(connector: Connector[Any], package: str) -> LoopPool:
@@ -380,6 +397,6 @@ async def aclose_loop_caches(parent: ClientCache, timeout: float = 5.0) -> None:
 
 
 __all__ = [
-    "MODES", "ON_MAIN_LOOP", "LoopPool", "PoolLoop", "close_pools", "isolate", "isolated_packages", "loop_cache",
-    "mode_of", "move", "package_running", "pools", "runs_isolated",
+    "MODES", "ON_MAIN_LOOP", "LoopPool", "PoolLoop", "close_pools", "isolate", "isolated_keys", "key_of",
+    "loop_cache", "mode_of", "move", "pools", "running_connector", "runs_isolated",
 ]

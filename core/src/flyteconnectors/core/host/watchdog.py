@@ -1,5 +1,5 @@
 """Loop-lag watchdog: notices when something blocks the event loop, names the code that did, and (``async_mode``
-``auto``) moves a package whose own code keeps stalling the loop onto its own event loops."""
+``auto``) moves a connector whose own code keeps stalling the loop onto its package's own event loops."""
 
 from __future__ import annotations
 
@@ -27,13 +27,15 @@ class LoopWatchdog:
     ``async def`` connector). It is logged and counted with the async connector calls that were on the loop.
 
     Which code blocked it: a sampler thread looks at the loop thread's stack every few milliseconds while the
-    loop is late. A stall is *attributed* to a package only when most samples taken during it found that
-    package's connector code running on the loop thread and the sampler itself was on time (on a saturated
+    loop is late. A stall is *attributed* to a connector only when most samples taken during it found that
+    connector's code running on the loop thread, waiting in a blocking system call (not computing, not waiting
+    to be scheduled or for the GIL), and the sampler itself was on time (on a saturated
     machine every thread is late, so nothing is attributed: calls merely in flight are never blamed). Many short
     blocking calls back to back starve the loop as surely as one long one without any single lag over the
-    threshold: a package whose code was running in at least ``busy_share`` of the samples over ``busy_window``
+    threshold: a connector whose code was blocking in at least ``busy_share`` of the samples over ``busy_window``
     seconds counts as one stall too. ``move_after`` attributed stalls within ``window`` seconds move an
-    ``async_mode=auto`` package to its own loops (:func:`loops.move`).
+    ``async_mode=auto`` connector to its package's own loops (:func:`loops.move`). Connectors are named by
+    :func:`loops.key_of` (``package/task_type``).
     """
 
     def __init__(self, interval: float = 0.05, threshold: float = 0.1, move_after: int = 3,
@@ -47,7 +49,7 @@ class LoopWatchdog:
         self.period = max(0.002, min(0.02, threshold / 5))
         self.stalls = 0
         self.max_lag = 0.0
-        #: Stalls attributed to each package's code.
+        #: Stalls attributed to each connector's code (by ``package/task_type``).
         self.attributed: dict[str, int] = {}
         self._recent: dict[str, deque[float]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -55,7 +57,7 @@ class LoopWatchdog:
         self._loop_thread = 0
         #: When the watchdog's timer is due (time.monotonic(), as loop.time()); the sampler reads it.
         self._due: float | None = None
-        #: From the sampler thread: (when, package whose code the loop thread runs, sampler on time, loop late,
+        #: From the sampler thread: (when, connector whose code the loop thread runs, sampler on time, loop late,
         #: that code waits in a blocking system call).
         self._samples: deque[tuple[float, str | None, bool, bool, bool]] = deque(maxlen=4096)
         self._busy_since = 0.0
@@ -103,11 +105,11 @@ class LoopWatchdog:
             late = due is not None and now >= due + period
             frame = sys._current_frames().get(self._loop_thread)
             try:
-                package = loops.package_running(frame)
+                owner = loops.running_connector(frame)
             finally:
                 del frame
-            blocking = package is not None and self._asleep_in_kernel()
-            self._samples.append((now, package, on_time, late, blocking))
+            blocking = owner is not None and self._asleep_in_kernel()
+            self._samples.append((now, owner, on_time, late, blocking))
 
     def _asleep_in_kernel(self) -> bool:
         """Whether the loop thread waits in a system call (a sleep, a socket read) rather than computing or
@@ -128,39 +130,39 @@ class LoopWatchdog:
     def _take(self, start: float, end: float) -> list[tuple[str | None, bool, bool, bool]]:
         taken = []
         while self._samples:
-            at, package, on_time, late, blocked = self._samples.popleft()
+            at, owner, on_time, late, blocked = self._samples.popleft()
             if start <= at <= end:
-                taken.append((package, on_time, late, blocked))
+                taken.append((owner, on_time, late, blocked))
         return taken
 
     @staticmethod
     def _running_during(samples: list[tuple[str | None, bool, bool, bool]]) -> tuple[str | None, str | None]:
-        """(the package whose code most timely samples saw on the loop thread while the loop was late, that
-        package again if it was waiting in a blocking call through most of them)."""
+        """(the connector whose code most timely samples saw on the loop thread while the loop was late, that
+        connector again if it was waiting in a blocking call through most of them)."""
         running: dict[str, int] = {}
         blocking: dict[str, int] = {}
         taken = 0
-        for package, on_time, late, blocked in samples:
+        for owner, on_time, late, blocked in samples:
             if not late:
                 continue
             taken += 1
-            if package is not None and on_time:
-                running[package] = running.get(package, 0) + 1
-                blocking[package] = blocking.get(package, 0) + blocked
+            if owner is not None and on_time:
+                running[owner] = running.get(owner, 0) + 1
+                blocking[owner] = blocking.get(owner, 0) + blocked
         if not running:
             return None, None
-        package, seen = max(running.items(), key=lambda item: item[1])
+        owner, seen = max(running.items(), key=lambda item: item[1])
         if seen < 2 or seen < 0.6 * taken:
             return None, None
-        return package, package if blocking[package] >= 0.6 * taken else None
+        return owner, owner if blocking[owner] >= 0.6 * taken else None
 
     def _busy(self, samples: list[tuple[str | None, bool, bool, bool]], now: float) -> None:
-        """Count one stall for a package whose blocking calls held the loop ``busy_share`` of ``busy_window``."""
-        for package, on_time, _late, blocked in samples:
+        """Count one stall for a connector whose blocking calls held the loop ``busy_share`` of ``busy_window``."""
+        for owner, on_time, _late, blocked in samples:
             if on_time:
                 self._busy_total += 1
-                if package is not None and blocked:
-                    self._busy_held[package] = self._busy_held.get(package, 0) + 1
+                if owner is not None and blocked:
+                    self._busy_held[owner] = self._busy_held.get(owner, 0) + 1
         span = now - self._busy_since
         if span < self.busy_window:
             return
@@ -168,17 +170,17 @@ class LoopWatchdog:
         self._busy_since, self._busy_total, self._busy_held = now, 0, {}
         if total < max(5, 0.4 * span / self.period):  # too few timely samples: a saturated machine, not a call
             return
-        for package, seen in held.items():
+        for owner, seen in held.items():
             if seen < self.busy_share * total:
                 continue
-            if now - self._busy_logged.get(package, -1e9) >= 10.0:
-                self._busy_logged[package] = now
+            if now - self._busy_logged.get(owner, -1e9) >= 10.0:
+                self._busy_logged[owner] = now
                 log.warning(
-                    "package %s's async def code held the event loop %.0f%% of the last %.1f s (many blocking calls "
-                    "one after another). A blocking call inside 'async def' stalls every other task: make the "
-                    "method a plain 'def' so the core runs it in a thread.", package, 100 * seen / total, span,
+                    "connector %s: its async def code held the event loop %.0f%% of the last %.1f s (many blocking "
+                    "calls one after another). A blocking call inside 'async def' stalls every other task: make the "
+                    "method a plain 'def' so the core runs it in a thread.", owner, 100 * seen / total, span,
                 )
-            self._blame(package, now, f"the last held it {100 * seen / total:.0f}% of {span:.1f} s")
+            self._blame(owner, now, f"the last held it {100 * seen / total:.0f}% of {span:.1f} s")
 
     # ------------------------------------------------------------------ on the loop
     async def _run(self) -> None:
@@ -200,27 +202,27 @@ class LoopWatchdog:
             self.stalls += 1
             running, blocking = self._running_during(samples)
             in_flight = suspects_before | ON_LOOP_SEEN | {k for k, v in ON_LOOP.items() if v > 0}
-            isolated = set(loops.isolated_packages())
-            suspects = sorted(t for t in in_flight if loops.TASK_PACKAGE.get(t) not in isolated) or ["unknown"]
+            isolated = {key.rsplit("/", 1)[-1] for key in loops.isolated_keys()}
+            suspects = sorted(t for t in in_flight if t not in isolated) or ["unknown"]
             metrics.LOOP_STALLS.labels(suspects=",".join(suspects)[:200]).inc()
             log.warning(
                 "event loop blocked for %.0f ms; async connector calls on the loop: %s; running during the stall: "
                 "%s. A blocking call inside 'async def' stalls every other task: make the method a plain "
                 "'def' so the core runs it in a thread.",
-                lag * 1000, ", ".join(suspects), f"package {running}" if running else "no connector code seen",
+                lag * 1000, ", ".join(suspects), f"connector {running}" if running else "no connector code seen",
             )
             if blocking is not None:
                 self._blame(blocking, now, f"the last for {lag * 1000:.0f} ms")
 
-    def _blame(self, package: str, now: float, last: str) -> None:
-        self.attributed[package] = self.attributed.get(package, 0) + 1
-        recent = self._recent.setdefault(package, deque())
+    def _blame(self, owner: str, now: float, last: str) -> None:
+        self.attributed[owner] = self.attributed.get(owner, 0) + 1
+        recent = self._recent.setdefault(owner, deque())
         recent.append(now)
         while recent and now - recent[0] > self.window:
             recent.popleft()
-        if len(recent) >= self.move_after and package not in loops.isolated_packages():
+        if len(recent) >= self.move_after and not set(owner.split(",")) <= loops.isolated_keys():
             span = now - recent[0]
             reason = (f"its async def code blocked the host's event loop {len(recent)} times in {span:.1f} s "
                       f"({last})")
-            if loops.move(package, reason):
+            if loops.move(owner, reason):
                 recent.clear()
