@@ -9,6 +9,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -282,7 +283,7 @@ class Recent:
             shared, started = current  # type: ignore[misc]
             if mine:
                 listing = asyncio.ensure_future(self._list(page))
-                listing.add_done_callback(lambda task, into=shared: _settle(task, into))
+                listing.add_done_callback(functools.partial(_settle, into=shared))
             try:
                 # shield: a caller that gives up (its deadline) must not cancel the listing others wait for
                 await asyncio.shield(asyncio.wrap_future(shared))
