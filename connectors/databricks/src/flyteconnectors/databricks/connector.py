@@ -306,6 +306,7 @@ class _Databricks:
     def _new_client(self, endpoint: str, login: str, creds: dict[str, str]) -> WorkspaceClient:
         from databricks.sdk import WorkspaceClient
         from databricks.sdk.core import Config
+        from flyteconnectors.databricks import _transport
 
         options: dict[str, Any] = {
             "host": endpoint,
@@ -313,6 +314,12 @@ class _Databricks:
             "retry_timeout_seconds": self.settings.retry_timeout_seconds,
             "http_timeout_seconds": self.settings.http_timeout_seconds,
             "clock": _NoSdkRetries(),
+            # One kept-alive connection per thread of the package's pool. The SDK's default keeps 20 and blocks the
+            # 21st concurrent call until one is free (pool_block=True): under load the threads queued for a
+            # connection, not for the service. (databricks-sdk 0.162 passes max_connection_pools as urllib3's
+            # pool_maxsize and max_connections_per_pool as the number of pools: both are set, so either way works.)
+            "max_connection_pools": self._pool_size(),
+            "max_connections_per_pool": self._pool_size(),
             # Never read a ~/.databrickscfg profile on the host: everything comes from settings and secrets.
             "config_file": "/dev/null",
             **creds,
@@ -321,7 +328,13 @@ class _Databricks:
             config = Config(**options)
         except ValueError as err:  # the SDK validates the auth settings eagerly
             raise InvalidTaskConfig("login", f"cannot sign in to {endpoint}: {err}") from None
-        return cast("WorkspaceClient", _ClosingWorkspaceClient(WorkspaceClient(config=config)))
+        client = WorkspaceClient(config=config)
+        if not _transport.install(client.api_client, self._pool_size()):
+            _pool_plain_http(client)
+        return cast("WorkspaceClient", _ClosingWorkspaceClient(client))
+
+    def _pool_size(self) -> int:
+        return max(1, int(getattr(self.settings, "executor_threads", 64)))
 
 
 class _RunLogs(_Databricks):
@@ -732,6 +745,17 @@ class _ClosingWorkspaceClient:
         session = getattr(getattr(self._client.api_client, "_api_client", None), "_session", None)
         if session is not None:
             session.close()
+
+
+def _pool_plain_http(client: WorkspaceClient) -> None:
+    """Plain ``http://`` endpoints (the local fake, a proxy sidecar) get the SDK's sized pool too.
+
+    The SDK mounts its pool on ``https://`` only; ``http://`` falls back to requests' default of 10 connections,
+    which under load discards a connection after almost every call ("Connection pool is full").
+    """
+    session = getattr(getattr(client.api_client, "_api_client", None), "_session", None)
+    if session is not None and client.config.host.startswith("http://"):
+        session.mount("http://", session.get_adapter("https://"))
 
 
 def _map_error(err: Exception, doing: str, *, missing_is_rejection: bool = False, polling: bool = False) -> Exception:
