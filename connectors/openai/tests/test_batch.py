@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import time
@@ -460,3 +461,18 @@ def test_one_client_for_create_polls_and_delete(fake, host, propeller, prefix):
 
     [cache] = host.registry.client_caches()
     assert len(cache) == 1
+
+
+def test_client_closes_when_idle_after_a_download_no_poll_collected(fake, host, propeller, prefix):
+    fake.script_next_job("completed")
+    template = batch_template()
+    meta = propeller.create(template, {"prompts": ["x"]})
+    fake.inject_fault(None, method="GET", path=r"/content$", hang=0.5)
+    short = host.async_stub.GetTask(builders.get_request(template, meta, output_prefix=prefix), timeout=0.3).resource
+    assert "downloading" in short.message
+    time.sleep(1.0)  # the download finishes; no poll comes to collect it (the execution was aborted, say)
+
+    [cache] = host.registry.client_caches()
+    closed = asyncio.run_coroutine_threadsafe(cache.close_idle(0.0), host.loop).result(10)
+
+    assert closed == 1  # the finished download does not keep its call, and so its client, in use

@@ -9,6 +9,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import json
 import logging
@@ -18,7 +19,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -277,12 +278,15 @@ class Recent:
         while True:
             with self._lock:
                 current = self._scan
-                mine = current is None or (current[0].done() and current[1] < since)
+                mine = current is None or current[0].done()  # a finished listing began before this call
                 if mine:
                     current = self._scan = (concurrent.futures.Future(), time.monotonic())
             shared, started = current  # type: ignore[misc]
             if mine:
-                listing = asyncio.ensure_future(self._list(page))
+                # Forgotten once done (the callers that joined it hold it): a failed listing's traceback would
+                # otherwise keep its frames, and the calls and clients they reference, alive for good.
+                shared.add_done_callback(self._forget_listing)
+                listing = detached(self._list(page))
                 listing.add_done_callback(functools.partial(_settle, into=shared))
             try:
                 # shield: a caller that gives up (its deadline) must not cancel the listing others wait for
@@ -295,6 +299,11 @@ class Recent:
                 continue  # a listing that began before this call: its outcome is not this call's
             if started >= since:
                 return
+
+    def _forget_listing(self, done: concurrent.futures.Future[None]) -> None:
+        with self._lock:
+            if self._scan is not None and self._scan[0] is done:
+                self._scan = None
 
     async def _list(self, page: Callable[[str | None], Awaitable[bytes | None]]) -> None:
         with self._lock:
@@ -355,10 +364,22 @@ class Recent:
 def _settle(task: asyncio.Future[None], into: concurrent.futures.Future[None]) -> None:
     if task.cancelled():
         into.set_exception(_Interrupted())
-    elif task.exception() is not None:
-        into.set_exception(task.exception())  # type: ignore[arg-type]
-    else:
+        return
+    err = task.exception()
+    if err is None:
         into.set_result(None)
+    else:
+        into.set_exception(err)
+
+
+def detached(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """A task that outlives the call that started it without keeping that call's context alive.
+
+    The core counts a cached client as in use while anything holds the context of a call that fetched it, so
+    a finished download kept for the next poll (or a shared listing) would keep its client from ever being
+    closed as idle, with its pooled connections.
+    """
+    return contextvars.Context().run(asyncio.ensure_future, coro)  # type: ignore[return-value]
 
 
 async def raw_page(action: str, make: Callable[[], Awaitable[Any]]) -> bytes | None:
@@ -505,7 +526,7 @@ class Downloads:
         loop = asyncio.get_running_loop()
         future = self._running.get(key)
         if future is None or future.cancelled() or future.get_loop() is not loop:
-            future = self._running[key] = asyncio.ensure_future(start())
+            future = self._running[key] = detached(start())
         try:
             if budget is None:
                 result = await asyncio.shield(future)
