@@ -134,6 +134,26 @@ def proc_fds(pid: int) -> int | None:
         return None
 
 
+def harness_connections(port: int) -> int:
+    """TCP connections this (the benchmark's) process holds open to ``port``: the other end of each is one of the
+    host's descriptors. grpc.aio may keep a load's connection open for a while after its channel closed (a shared
+    subchannel), which is the harness's doing, not the host's."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes and fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
 def proc_cpu_s(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -707,20 +727,24 @@ def idle_close_timeout(cfg: Config) -> float:
     return float(HostSettings().client_idle_timeout)
 
 
-def wait_fds_back(pid: int, baseline: int | None, since: float, limit: float) -> dict[str, Any]:
+def wait_fds_back(pid: int, baseline: int | None, since: float, limit: float, port: int = 0) -> dict[str, Any]:
     """Sample a host's open fds (every 0.5 s) until they are back to ``baseline`` or ``limit`` seconds have passed
     since ``since`` (the end of the last load). Returns the last count, how long it took (None: not back), and a
-    coarse trace of [seconds, fds] every ~5 s."""
+    coarse trace of [seconds, fds] every ~5 s. Connections the harness itself still holds to the host's gRPC
+    ``port`` are not counted (``harness_connections``: how many were left out at the end)."""
     trace: list[list[float]] = []
     while True:
+        own = harness_connections(port) if port else 0
         fds, elapsed = proc_fds(pid), time.monotonic() - since
+        fds = None if fds is None else fds - own
         if fds is None or baseline is None:
             return {"fds": fds, "seconds": None, "limit_s": limit, "trace": trace}
         back, over = fds <= baseline, elapsed >= limit
         if back or over or not trace or elapsed - trace[-1][0] >= 5:
             trace.append([round(elapsed, 1), fds])
         if back or over:
-            return {"fds": fds, "seconds": round(elapsed, 1) if back else None, "limit_s": limit, "trace": trace}
+            return {"fds": fds, "seconds": round(elapsed, 1) if back else None, "limit_s": limit, "trace": trace,
+                    "harness_connections": own}
         time.sleep(0.5)
 
 
@@ -736,6 +760,7 @@ def service_run(rig: Rig, case: services.ServiceCase, kind: str, cfg: Config, ce
         host, port = rig.start(kind, env_extra=env, modules=side.modules)
         settled = wait_idle(host.pid)
         idle = {"settle_s": settled, "rss_mb": proc_rss_mb(host.pid), "fds": proc_fds(host.pid),
+                "harness_connections": harness_connections(port),
                 "threads": proc_threads(host.pid)}
         fake_cpu_before = proc_cpu_s(fake.proc.pid)
 
@@ -771,14 +796,16 @@ def service_run(rig: Rig, case: services.ServiceCase, kind: str, cfg: Config, ce
         stats = fake.stats()
         # Then: do the descriptors come back once the host has been idle a while? Ours closes clients unused for
         # client_idle_timeout; flytekit's host is sampled the same way, bounded by the same time.
+        # Both counts leave out the harness's own connections to the host (see harness_connections).
+        baseline = None if idle["fds"] is None else idle["fds"] - idle["harness_connections"]
         idle_close = None if profile else wait_fds_back(
-            host.pid, idle["fds"], loads_ended, idle_close_timeout(cfg) + cfg.idle_close_margin)
+            host.pid, baseline, loads_ended, idle_close_timeout(cfg) + cfg.idle_close_margin, port)
         result.update({
             "idle": idle, "after": after, "rss_peak_mb": rss.peak,
             "fd_growth": _diff(after["fds"], idle["fds"]),
             "fd_growth_second_load": _diff(after_again, after["fds"]),
             "idle_close": idle_close,
-            "fd_growth_after_idle": _diff(idle_close["fds"], idle["fds"]) if idle_close else None,
+            "fd_growth_after_idle": _diff(idle_close["fds"], baseline) if idle_close else None,
             "second_load": {"seconds": cfg.second_load_seconds, "creates_ok": again["creates_ok"],
                             "errors": again["errors"]},
             "remote_jobs": jobs_main, "service_requests": stats["requests"],
