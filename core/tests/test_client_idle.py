@@ -244,3 +244,29 @@ def test_serve_takes_the_idle_timeout_flag(monkeypatch):
     result = CliRunner().invoke(main, ["serve", "--client-idle-timeout", "12.5", "--print-config"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["client_idle_timeout"] == 12.5
+
+
+async def test_a_finished_call_left_in_a_reference_cycle_does_not_hold_its_client_forever():
+    import gc
+
+    cache = ClientCache()
+    clients: dict[str, Pool] = {}
+
+    async def call() -> None:  # a call that ends with its context caught in a cycle (as a failed task's can be)
+        clients["pool"] = cache.get("pool", Pool)
+        cycle: list[object] = []
+        cycle.append((cycle, asyncio.current_task()))
+
+    gc.disable()  # only the sweep may collect the cycle
+    try:
+        await asyncio.create_task(call())
+        pool = clients.pop("pool")
+        assert cache.held(), "the finished call's context is still alive in its cycle"
+        sweep = asyncio.create_task(sweep_idle_clients(lambda: [cache], IDLE, interval=0.02))
+        try:
+            await wait_until(lambda: pool.closed_at is not None)
+        finally:
+            sweep.cancel()
+    finally:
+        gc.enable()
+    assert len(cache) == 0

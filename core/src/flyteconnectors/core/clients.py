@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import hashlib
 import inspect
 import logging
@@ -64,6 +65,8 @@ class ClientCache:
         #: Per key: when get() last handed the client out, and the live calls that fetched it (idle close).
         self._last_used: dict[Hashable, float] = {}
         self._users: dict[Hashable, weakref.WeakSet[_Call]] = {}
+        #: When get() last handed out any client of this cache (time.monotonic()).
+        self.last_get = 0.0
 
     def get(self, key: Hashable, factory: Callable[[], T]) -> T:
         if _loops.ACTIVE:  # on a package's own event loop, clients are cached per loop (they are bound to it)
@@ -71,7 +74,7 @@ class ClientCache:
             if per_loop is not None:
                 return per_loop.get(key, factory)
         # Mark the use before reading the client: close_idle() re-checks the mark after taking a client out.
-        self._last_used[key] = time.monotonic()
+        self._last_used[key] = self.last_get = time.monotonic()
         users = self._users.get(key)
         if users is None:
             users = self._users.setdefault(key, weakref.WeakSet())
@@ -90,6 +93,10 @@ class ClientCache:
 
     def __len__(self) -> int:
         return len(self._clients)
+
+    def held(self) -> bool:
+        """Whether a call that fetched one of the clients is still alive."""
+        return any(self._users.get(key) for key in list(self._clients))
 
     def discard(self, key: Hashable) -> None:
         per_loop = _loops.loop_cache(self) if _loops.ACTIVE else None
@@ -192,6 +199,7 @@ async def sweep_idle_clients(caches: Callable[[], Iterable[ClientCache]], idle_t
     a cache's clients are closed on that loop, so async clients close where they were built.
     """
     interval = sweep_interval(idle_timeout) if interval is None else interval
+    collected_at = 0.0
     while True:
         await asyncio.sleep(interval)
         for cache in list(caches()):
@@ -199,6 +207,20 @@ async def sweep_idle_clients(caches: Callable[[], Iterable[ClientCache]], idle_t
                 await cache.close_idle(idle_timeout)
             except Exception as err:  # one bad cache must not stop the sweep of the others
                 log.warning("idle client sweep failed: %s", err)
+        # A finished call that sits in a reference cycle (a cancelled task and its traceback, say) still "holds"
+        # its clients until the garbage collector runs, which may never happen once the load stops. When no
+        # client was handed out for a whole idle timeout yet some are still held, collect once and sweep again.
+        now = time.monotonic()
+        held = [c for c in caches() if c.held() and now - c.last_get >= idle_timeout and c.last_get > collected_at]
+        if held:
+            collected_at = now
+            await asyncio.sleep(0)
+            gc.collect()
+            for cache in held:
+                try:
+                    await cache.close_idle(idle_timeout)
+                except Exception as err:
+                    log.warning("idle client sweep failed: %s", err)
 
 
 def start_idle_sweep(caches: Callable[[], Iterable[ClientCache]], idle_timeout: float) -> asyncio.Task[None] | None:
