@@ -54,6 +54,10 @@ class OpenAISettings(ConnectorSettings):
     #: Connections one client opens to the endpoint at most; further requests wait for a free one (within their
     #: deadline). At ~50 ms per request, 64 connections serve over 1,000 requests/s.
     max_connections: int = 64
+    #: Upper bound on one page of the listings create shares to find an earlier try's batch or file. Concurrent
+    #: creates wait for one listing, so a hung page must fail fast enough for all of them to retry a fresh one
+    #: inside Propeller's deadline (a page of 100 normally comes back well under a second).
+    list_page_timeout: float = 3.0
     #: How many of the newest batches (and batch input files) one listing reads, at most, when create looks for
     #: what an earlier try of its attempt made.
     adopt_scan_limit: int = 1000
@@ -354,7 +358,7 @@ class OpenAIBatch(AsyncConnector[BatchConfig, BatchMeta]):
 
         def page(after: str | None) -> Any:
             return svc.raw_page("list batches", lambda: client.batches.with_raw_response.list(
-                limit=svc.PAGE_SIZE, timeout=ctx.timeout(self.settings.request_timeout), **_after(after)))
+                limit=svc.PAGE_SIZE, timeout=ctx.timeout(self.settings.list_page_timeout), **_after(after)))
 
         found = await self._batches(account).find(key, page)
         return None if found is None else str(found["id"])
@@ -368,7 +372,7 @@ class OpenAIBatch(AsyncConnector[BatchConfig, BatchMeta]):
         def page(after: str | None) -> Any:
             return svc.raw_page("list files", lambda: client.files.with_raw_response.list(
                 purpose="batch", order="desc", limit=svc.PAGE_SIZE,
-                timeout=ctx.timeout(self.settings.request_timeout), **_after(after)))
+                timeout=ctx.timeout(self.settings.list_page_timeout), **_after(after)))
 
         found = await files.find(filename, page)
         if found is None or found.get("bytes") != len(content) or found.get("status") == "error":
