@@ -202,11 +202,7 @@ async def sweep_idle_clients(caches: Callable[[], Iterable[ClientCache]], idle_t
     collected_at = 0.0
     while True:
         await asyncio.sleep(interval)
-        for cache in list(caches()):
-            try:
-                await cache.close_idle(idle_timeout)
-            except Exception as err:  # one bad cache must not stop the sweep of the others
-                log.warning("idle client sweep failed: %s", err)
+        await _close_idle_in(list(caches()), idle_timeout)
         # A finished call that sits in a reference cycle (a cancelled task and its traceback, say) still "holds"
         # its clients until the garbage collector runs, which may never happen once the load stops. When no
         # client was handed out for a whole idle timeout yet some are still held, collect once and sweep again.
@@ -214,13 +210,16 @@ async def sweep_idle_clients(caches: Callable[[], Iterable[ClientCache]], idle_t
         held = [c for c in caches() if c.held() and now - c.last_get >= idle_timeout and c.last_get > collected_at]
         if held:
             collected_at = now
-            await asyncio.sleep(0)
             gc.collect()
-            for cache in held:
-                try:
-                    await cache.close_idle(idle_timeout)
-                except Exception as err:
-                    log.warning("idle client sweep failed: %s", err)
+            await _close_idle_in(held, idle_timeout)
+
+
+async def _close_idle_in(caches: Iterable[ClientCache], idle_timeout: float) -> None:
+    for cache in caches:
+        try:
+            await cache.close_idle(idle_timeout)
+        except Exception as err:  # one bad cache must not stop the sweep of the others
+            log.warning("idle client sweep failed: %s", err)
 
 
 def start_idle_sweep(caches: Callable[[], Iterable[ClientCache]], idle_timeout: float) -> asyncio.Task[None] | None:
