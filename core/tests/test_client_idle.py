@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import threading
 import time
@@ -270,3 +271,56 @@ async def test_a_finished_call_left_in_a_reference_cycle_does_not_hold_its_clien
     finally:
         gc.enable()
     assert len(cache) == 0
+
+
+class KeepsItsContext(AsyncConnector[Cfg, Meta]):
+    """Its client's pooled connection keeps the context it was opened in, as uvloop's transports do."""
+
+    name = "KeepsItsContext"
+    task_type = "keeps_context"
+    kept: list[object] = []
+
+    async def create(self, task: TaskContext[Cfg]) -> Meta:
+        self.clients.get("service", AsyncPool)
+        KeepsItsContext.kept.append(contextvars.copy_context())  # lives on after the call, with the client
+        return Meta(job_id=task.idempotency_key)
+
+    async def get(self, job: Meta, ctx: CallContext) -> Resource:
+        return Resource(phase=Phase.SUCCEEDED, outputs={})
+
+
+class KeepsItsContextInAThread(KeepsItsContext):
+    task_type = "keeps_context_def"
+
+    def create(self, task: TaskContext[Cfg]) -> Meta:  # type: ignore[override]
+        self.clients.get("service", Pool)
+        KeepsItsContext.kept.append(contextvars.copy_context())
+        return Meta(job_id=task.idempotency_key)
+
+
+@pytest.mark.parametrize("task_type", ["keeps_context", "keeps_context_def"])
+async def test_a_client_whose_connection_outlives_the_call_context_is_closed_once_idle(task_type):
+    registry = Registry()
+    registry.register(KeepsItsContext, KeepsItsContextInAThread, package="idle-test")
+    d = Dispatcher(registry, secrets=Secrets({}, dirs=()))
+    sweep = start_idle_sweep(d.registry.client_caches, IDLE)
+    try:
+        await rpc(d.create(request(task_type)))
+        assert KeepsItsContext.kept, "the call's context is still alive"
+        await wait_until(lambda: Pool.built[0].closed_at is not None)
+    finally:
+        sweep.cancel()  # type: ignore[union-attr]
+        await d.aclose()
+        KeepsItsContext.kept.clear()
+
+
+async def test_a_call_that_fetches_a_client_after_an_earlier_call_ended_in_the_same_context_holds_it():
+    from flyteconnectors.core.clients import begin_call
+
+    cache = ClientCache()
+    first = begin_call()
+    cache.get("pool", Pool)
+    first.done = True
+    assert not cache.held()
+    cache.get("pool", Pool)  # a later use in this context (no dispatcher call) marks it afresh
+    assert cache.held()

@@ -60,8 +60,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
-def test_sigterm_drains_finishes_in_flight_calls_and_exits(tmp_path):
-    proc, port = start_host("--module", "toy", "--metrics-port", "0", "--grace-period", "5")
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_sigterm_drains_finishes_in_flight_calls_and_exits(tmp_path, event_loop):
+    proc, port = start_host("--module", "toy", "--metrics-port", "0", "--grace-period", "5",
+                            "--event-loop", event_loop)
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=15)
@@ -86,8 +88,24 @@ def test_sigterm_drains_finishes_in_flight_calls_and_exits(tmp_path):
         channel.close()
         log = proc.stderr.read().decode()
         assert "draining" in log and "drained" in log
+        assert f"{event_loop} event loop" in log
     finally:
         stop(proc)
+
+
+def test_event_loop_auto_uses_uvloop_when_installed_and_uvloop_requires_it(monkeypatch):
+    import uvloop
+
+    from flyteconnectors.core.host.app import loop_factory
+    from flyteconnectors.core.host.settings import SettingsError
+
+    assert loop_factory("asyncio") is None
+    assert loop_factory("auto") is uvloop.new_event_loop
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed (Windows, PyPy)
+    assert loop_factory("auto") is None
+    with pytest.raises(SettingsError, match="uvloop is not installed"):
+        loop_factory("uvloop")
 
 
 def test_workers_share_one_port_and_merge_their_metrics():
@@ -220,3 +238,32 @@ def test_a_taken_port_fails_start_up_with_a_clear_exit_code(caplog):
         code = run(HostSettings(bind="127.0.0.1", port=port, metrics_port=0, modules=["toy"]))
     assert code == EXIT_CANNOT_START
     assert f"cannot serve on 127.0.0.1:{port}" in caplog.text
+
+
+def test_under_uvloop_the_first_service_connection_adds_no_descriptor_that_stays():
+    import asyncio
+
+    import uvloop
+
+    from flyteconnectors.core.host.server import open_loop_reserve
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def scenario() -> tuple[int, int]:
+        await open_loop_reserve()  # what Host.start does
+        server = socket.create_server(("127.0.0.1", 0))  # not a loop server: that would open the reserve itself
+        port = server.getsockname()[1]
+        before = fds()
+        _, writer = await asyncio.open_connection("127.0.0.1", port)  # a connector's first connection
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.sleep(0.05)
+        after = fds()
+        server.close()
+        return before, after
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("counts descriptors in /proc")
+    before, after = uvloop.run(scenario())
+    assert after == before

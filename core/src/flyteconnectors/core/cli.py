@@ -80,9 +80,12 @@ def serve(config_file: str | None, print_config: bool, **flags: Any) -> None:
     from flyteconnectors.core.host.logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
+    from flyteconnectors.core.host.app import loop_factory
+
     try:
         settings.tls_material()
         settings.keys()
+        loop_factory(settings.event_loop)
     except SettingsError as err:
         raise click.ClickException(str(err)) from None
     if settings.workers > 1:

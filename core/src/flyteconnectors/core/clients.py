@@ -21,14 +21,20 @@ log = logging.getLogger("flyteconnectors.clients")
 
 
 class _Call:
-    """Marks one call: only that call's context holds it, so it lives exactly as long as the call.
+    """Marks one connector call: the clients it fetched are in use until the call is over.
 
-    The dispatcher runs every connector call in a context of its own (a copy for a plain ``def`` in the thread
-    pool, the RPC's task for an ``async def``). A client that a live call fetched is in use; the idle sweep never
-    closes it. Outside such a per-call context (a thread's own context) the mark lives as long as the thread.
+    The dispatcher starts every connector call with a fresh mark in the call's own context (a copy for a plain
+    ``def`` in the thread pool, the RPC's task for an ``async def``; tasks the call spawns inherit it) and sets
+    ``done`` when the call returns or raises. The mark is explicit because a context can outlive its call: uvloop's
+    transports keep the context they were created in, so a pooled connection would otherwise keep "its" call alive
+    and the client it belongs to would never count as idle. Outside a dispatcher call (a thread's own context) the
+    mark lives as long as whatever holds that context.
     """
 
-    __slots__ = ("__weakref__",)
+    __slots__ = ("__weakref__", "done")
+
+    def __init__(self) -> None:
+        self.done = False
 
 
 _CALL: contextvars.ContextVar[_Call] = contextvars.ContextVar("flyteconnectors_client_call")
@@ -36,10 +42,21 @@ _CALL: contextvars.ContextVar[_Call] = contextvars.ContextVar("flyteconnectors_c
 
 def _current_call() -> _Call:
     call = _CALL.get(None)
-    if call is None:
+    if call is None or call.done:
         call = _Call()
         _CALL.set(call)
     return call
+
+
+def begin_call() -> _Call:
+    """Start a connector call's mark in the current context; set its ``done`` when the call is over."""
+    call = _Call()
+    _CALL.set(call)
+    return call
+
+
+def _live(users: weakref.WeakSet[_Call] | None) -> bool:
+    return users is not None and any(not call.done for call in list(users))
 
 
 def fingerprint(*parts: object) -> str:
@@ -96,7 +113,7 @@ class ClientCache:
 
     def held(self) -> bool:
         """Whether a call that fetched one of the clients is still alive."""
-        return any(self._users.get(key) for key in list(self._clients))
+        return any(_live(self._users.get(key)) for key in list(self._clients))
 
     def discard(self, key: Hashable) -> None:
         per_loop = _loops.loop_cache(self) if _loops.ACTIVE else None
@@ -109,7 +126,7 @@ class ClientCache:
 
     def _idle(self, key: Hashable, now: float, max_idle: float) -> bool:
         last = self._last_used.get(key, now)
-        if self._users.get(key):  # a live call holds it: it is in use now, so its idle time starts afresh
+        if _live(self._users.get(key)):  # a live call holds it: it is in use now, so its idle time starts afresh
             self._last_used[key] = max(last, now)
             return False
         return now - last >= max_idle

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from flyteidl.core import literals_pb2, types_pb2
 
 from flyteconnectors.core import literals, metrics
+from flyteconnectors.core.clients import begin_call
 from flyteconnectors.core.config import TaskConfig
 from flyteconnectors.core.connector import AsyncConnector, Connector, SyncConnector
 from flyteconnectors.core.context import CallContext, TaskContext
@@ -189,6 +190,7 @@ class _Executors:
                 ))
                 return
             gauge_busy.inc()
+            call = ctx.run(begin_call)
             try:
                 result = ctx.run(fn, *args)
             except BaseException as err:  # handed to the awaiting coroutine, as run_in_executor does
@@ -196,6 +198,7 @@ class _Executors:
             else:
                 _settle_threadsafe(loop, future, result, None)
             finally:
+                call.done = True
                 gauge_busy.dec()
 
         gauge_queued.inc()
@@ -512,6 +515,7 @@ class Dispatcher:
         if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__func__", None)):
             ON_LOOP[connector.task_type] = ON_LOOP.get(connector.task_type, 0) + 1
             ON_LOOP_SEEN.add(connector.task_type)
+            call = begin_call()
             try:
                 coro = fn(*args)  # async_mode: on the host's loop, or on the package's own loops (core/loops.py)
                 return await _within(coro if connector in ON_MAIN_LOOP else isolate(connector, coro), timeout)
@@ -520,6 +524,7 @@ class Dispatcher:
                     f"{operation} did not finish within the call's deadline ({timeout:.1f}s)"
                 ) from None
             finally:
+                call.done = True
                 ON_LOOP[connector.task_type] -= 1
         future = self.executors.run(connector, fn, *args, start_by=end, operation=operation)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -82,6 +83,7 @@ class Host:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         await server.start()
         self.server = server
+        await open_loop_reserve()
         self.watchdog.start()
         if opts.warm_up:
             # Heavy SDK imports happen now, in the connectors' threads, not inside the first call's deadline.
@@ -140,6 +142,29 @@ class Host:
     async def wait(self) -> None:
         """Until the host has drained."""
         await self._stopped.wait()
+
+
+async def open_loop_reserve() -> None:
+    """Under uvloop, open the loop's one reserve descriptor now rather than with the first service connection.
+
+    libuv keeps one descriptor per loop (``/dev/null``, opened with its first stream) to shed connections cleanly
+    when the process runs out of descriptors. Opened at start-up, the host's idle descriptor count is its steady
+    one, so a count above it after a burst of work is a leak, not this.
+    """
+    loop = asyncio.get_running_loop()
+    if not type(loop).__module__.startswith("uvloop"):
+        return
+    ours, peer = socket.socketpair()
+    try:
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+        transport.close()
+        for _ in range(3):  # the handle is closed in a later loop iteration
+            await asyncio.sleep(0)
+    except (OSError, RuntimeError, TypeError) as err:  # a uvloop without it: the reserve opens later instead
+        ours.close()
+        log.debug("no early loop reserve descriptor: %s", err)
+    finally:
+        peer.close()
 
 
 def enabled_set(values: Iterable[str] | None) -> set[str] | None:

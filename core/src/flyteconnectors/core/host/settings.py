@@ -18,6 +18,8 @@ executor_threads    FLYTECONNECTORS_EXECUTOR_THREADS    --executor-threads   def
 async_mode          FLYTECONNECTORS_ASYNC_MODE          --async-mode         default of each package's ``async_mode``:
                                                                              where its ``async def`` methods run
                                                                              (``auto``, ``loop``, ``isolated``)
+event_loop          FLYTECONNECTORS_EVENT_LOOP          --event-loop         ``auto`` (uvloop when installed, as on
+                                                                             Linux and macOS), ``uvloop``, ``asyncio``
 grace_period        FLYTECONNECTORS_GRACE_PERIOD        --grace-period       seconds in-flight calls get on SIGTERM
 drain_delay         FLYTECONNECTORS_DRAIN_DELAY         --drain-delay        seconds NOT_SERVING before refusing calls
 deadline_margin     FLYTECONNECTORS_DEADLINE_MARGIN     --deadline-margin    seconds kept back from each RPC deadline
@@ -109,6 +111,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("async_mode", "choice", "Default of each package's async_mode: where its 'async def' methods run: 'loop' "
            "(the host's event loop), 'isolated' (the package's own event loops) or 'auto' (the host's loop until "
            "the package's code stalls it).", "--async-mode", choices=("auto", "loop", "isolated")),
+    Option("event_loop", "choice", "The host's event loop: 'uvloop' (libuv; less CPU per RPC), 'asyncio' (the "
+           "standard library's) or 'auto' (uvloop when it is installed).", "--event-loop",
+           choices=("auto", "uvloop", "asyncio")),
     Option("grace_period", "float", "Seconds in-flight calls may take to finish after SIGTERM.", "--grace-period"),
     Option("drain_delay", "float", "Seconds to report NOT_SERVING before refusing new calls on SIGTERM.",
            "--drain-delay"),
@@ -152,6 +157,7 @@ class HostSettings:
     workers: int = 1
     executor_threads: int = 64
     async_mode: str = "auto"
+    event_loop: str = "auto"
     # Kubernetes sends SIGKILL 30 s after SIGTERM by default; finish before that.
     grace_period: float = 25.0
     drain_delay: float = 0.0
