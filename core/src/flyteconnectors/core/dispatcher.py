@@ -512,7 +512,7 @@ class Dispatcher:
         timeout = None if end is None else end - time.monotonic()
         if timeout is not None and timeout <= 0:
             raise DeadlineTooShort(f"the {operation} call's deadline left no time to reach the service")
-        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__func__", None)):
+        if _is_coroutine_function(fn):
             ON_LOOP[connector.task_type] = ON_LOOP.get(connector.task_type, 0) + 1
             ON_LOOP_SEEN.add(connector.task_type)
             call = begin_call()
@@ -647,6 +647,24 @@ def _in_daemon_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
 
     threading.Thread(target=run, name="fc-warm-up", daemon=True).start()
     return future
+
+
+_COROUTINE_FUNCTIONS: dict[Any, bool] = {}
+
+
+def _is_coroutine_function(fn: Callable[..., Any]) -> bool:
+    """``inspect.iscoroutinefunction`` of a connector method, remembered per function (asked on every call)."""
+    key = getattr(fn, "__func__", fn)
+    try:
+        return _COROUTINE_FUNCTIONS[key]
+    except KeyError:
+        pass
+    except TypeError:  # not hashable
+        return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(key)
+    found = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(key)
+    if len(_COROUTINE_FUNCTIONS) < 10_000:
+        _COROUTINE_FUNCTIONS[key] = found
+    return found
 
 
 def _job_key(resource_meta: bytes) -> str:

@@ -6,6 +6,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+_NOT_NAME = re.compile(r"[^a-z0-9]+")
+
 
 @dataclass(frozen=True)
 class ExecutionIdentity:
@@ -39,7 +41,7 @@ class ExecutionIdentity:
                 [self.org, self.project, self.domain, self.execution, self.node_id, str(self.retry_attempt)]
             ).encode()
         ).hexdigest()[:16]
-        readable = re.sub(r"[^a-z0-9]+", sep, f"{self.execution}{sep}{self.node_id}".lower()).strip(sep)
+        readable = _NOT_NAME.sub(sep, f"{self.execution}{sep}{self.node_id}".lower()).strip(sep)
         tail = f"{sep}a{self.retry_attempt}{sep}{digest}"
         room = max_len - len(prefix) - len(sep) - len(tail)
         readable = readable[: max(room, 0)].strip(sep)
