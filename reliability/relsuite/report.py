@@ -190,10 +190,13 @@ def _section(key: str, sec: dict[str, Any], sizes: dict[str, Any]) -> list[str]:
             f"host alive at the end: {sec['host_alive']}; pickle executed: {sec['pickle_executed']}; unclear "
             f"answers: **{sec['problems']}**"
             + (f"; answers from known bugs: {_counts(sec['known_bug_answers'])}" if sec.get("known_bug_answers")
-               else "") + ".",
+               else "")
+            + (f"; UNAVAILABLE because the fake itself crashed on the request ({sec.get('fake_crashes', 0)} fake "
+               f"crashes), which is the right answer and counted apart: {sec['answers_to_fake_crashes']}"
+               if sec.get("answers_to_fake_crashes") else "") + ".",
             "",
             _table(["RPC", "requests", "answers (protobuf that decodes)", "answers (bytes that do not decode)",
-                    "unclear"],
+                    "unclear or to a crashed fake"],
                    [[name, f"{t['sent']:,}", _counts(t["outcomes"]), _counts(t["undecodable_outcomes"], 3),
                      t["problems"]] for name, t in sec["per_rpc"].items()]),
             "",
