@@ -392,3 +392,34 @@ def test_bytes_that_are_not_protobuf_get_invalid_argument():
         with pytest.raises(grpc.RpcError) as err:
             list(stream(iter([b"\x12\x80\x80\x80\x80\x10"]), timeout=5))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_services_are_registered_methods_as_well_as_generic_handlers():
+    """Registered methods are matched in grpc's core, without a Python handler lookup per RPC (~10 % more
+    trivial RPCs per second); the generic handler serves grpcio versions without them."""
+    from flyteidl.service import agent_pb2 as service_pb2
+
+    from flyteconnectors.core.host.registration import add_servicer
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.generic: list[object] = []
+            self.registered: dict[str, dict[str, object]] = {}
+
+        def add_generic_rpc_handlers(self, handlers: tuple[object, ...]) -> None:
+            self.generic.extend(handlers)
+
+        def add_registered_method_handlers(self, service: str, handlers: dict[str, object]) -> None:
+            self.registered[service] = handlers
+
+    class Servicer:
+        def __getattr__(self, name: str) -> object:
+            async def method(request: object, context: object) -> object:
+                return None
+            return method
+
+    server = Recorder()
+    service = service_pb2.DESCRIPTOR.services_by_name["AsyncAgentService"]
+    add_servicer(server, service, Servicer())  # type: ignore[arg-type]
+    assert len(server.generic) == 1
+    assert set(server.registered[service.full_name]) == {m.name for m in service.methods}

@@ -86,3 +86,8 @@ def _handler(method: Any, fn: Callable[..., Any]) -> grpc.RpcMethodHandler:
 def add_servicer(server: grpc.aio.Server, service: ServiceDescriptor, servicer: Any) -> None:
     handlers = {method.name: _handler(method, getattr(servicer, method.name)) for method in service.methods}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    # Registered methods are matched in grpc's core, not by a Python generic-handler lookup on every RPC (about
+    # 10 % more trivial RPCs per second). Registered takes precedence; the generic handler serves older grpcio.
+    register = getattr(server, "add_registered_method_handlers", None)
+    if register is not None:
+        register(service.full_name, handlers)
