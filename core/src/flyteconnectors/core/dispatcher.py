@@ -673,15 +673,43 @@ def _job_key(resource_meta: bytes) -> str:
 
 if sys.version_info >= (3, 11):
 
+    class _Expiry:
+        __slots__ = ("fired", "task")
+
+        def __init__(self, task: asyncio.Task[Any]) -> None:
+            self.task = task
+            self.fired = False
+
+        def fire(self) -> None:
+            self.fired = True
+            self.task.cancel()
+
     async def _within(awaitable: Awaitable[T], timeout: float | None) -> T:
         """``await awaitable``, raising TimeoutError after ``timeout`` seconds (None: no limit).
 
-        ``asyncio.timeout`` cancels the awaiting task in place; ``wait_for`` (3.10) wraps a coroutine in a task.
+        What ``asyncio.timeout`` does (cancel the awaiting task in place, and tell that cancellation apart from any
+        other with ``uncancel``), for half its cost: it runs around every connector call. ``wait_for`` (3.10)
+        wraps a coroutine in a task.
         """
-        if timeout is None:
+        task = asyncio.current_task() if timeout is not None else None
+        if task is None:
             return await awaitable
-        async with asyncio.timeout(timeout):
+        loop = asyncio.get_running_loop()
+        cancelling = task.cancelling()
+        expiry = _Expiry(task)
+        handle = loop.call_at(loop.time() + timeout, expiry.fire)  # type: ignore[operator]
+        try:
             return await awaitable
+        except asyncio.CancelledError:
+            if expiry.fired:
+                expiry.fired = False
+                if task.uncancel() <= cancelling:
+                    raise TimeoutError from None
+            raise
+        finally:
+            handle.cancel()
+            if expiry.fired:  # the deadline passed just as the call finished: take back its cancellation
+                task.uncancel()
 
 else:
 
