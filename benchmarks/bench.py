@@ -283,8 +283,8 @@ class Rig:
             argv += ["--modules", module]
         return argv
 
-    def bare_command(self, port: str) -> list[str]:
-        return [sys.executable, str(BARE_SERVER), port]
+    def bare_command(self, port: str, tuned: bool = False) -> list[str]:
+        return [sys.executable, str(BARE_SERVER), port, *(["--tuned"] if tuned else [])]
 
     # ---------------------------------------------------------------- servers
     def start(self, kind: str, env_extra: dict[str, str] | None = None, modules: list[str] | None = None,
@@ -305,14 +305,14 @@ class Rig:
             if mods:
                 env["PYTHONPATH"] = str(BENCH_CONNECTORS)
             argv = self.theirs_command(str(port), str(metrics), mods)
-        elif kind == "bare":
-            argv = self.bare_command(str(port))
+        elif kind in ("bare", "bare-tuned"):
+            argv = self.bare_command(str(port), tuned=kind == "bare-tuned")
         else:
             raise ValueError(kind)
         proc = Proc(kind, argv, env, self.logdir, cwd)
         try:
             wait_list_agents(port, proc)
-            if kind != "bare":
+            if not kind.startswith("bare"):
                 wait_serving(port, proc)
         except Exception:
             proc.stop()
@@ -510,14 +510,14 @@ def scenario_throughput(rig: Rig, cfg: Config, log: Callable[[str], None], which
     servers: dict[str, tuple[Proc, int]] = {}
     out: dict[str, Any] = {}
     try:
-        kinds = ["ours", "flytekit"] + (["bare"] if "trivial" in which else [])
+        kinds = ["ours", "flytekit"] + (["bare", "bare-tuned"] if "trivial" in which else [])
         for kind in kinds:
-            servers[kind] = rig.start(kind, bench_connectors=kind != "bare")
+            servers[kind] = rig.start(kind, bench_connectors=not kind.startswith("bare"))
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
         plans: list[tuple[str, str, str]] = []  # (case, kind, task type)
         if "trivial" in which:
             plans += [("trivial", "bare", "bare"), ("trivial", "ours", "bench-trivial"),
-                      ("trivial", "flytekit", "bench-trivial")]
+                      ("trivial", "flytekit", "bench-trivial"), ("trivial", "bare-tuned", "bare")]
         if "blocking" in which:
             for variant in ("blocking-def", "blocking-async"):
                 plans += [(variant, "ours", f"bench-{variant}"), (variant, "flytekit", f"bench-{variant}")]
@@ -540,6 +540,9 @@ def scenario_throughput(rig: Rig, cfg: Config, log: Callable[[str], None], which
                                               lambda r: bool(r and r["median"] >= 0.9))
             out["trivial"]["ratio_flytekit_bare"] = ratios(_rate(runs["trivial"]["flytekit"]),
                                                            _rate(runs["trivial"]["bare"]))
+            # Informational: against a bare server with the same registered methods and event loop as ours.
+            out["trivial"]["ratio_ours_bare_tuned"] = ratios(_rate(runs["trivial"]["ours"]),
+                                                             _rate(runs["trivial"]["bare-tuned"]))
         if "blocking" in which:
             out["blocking"] = {"goal": GOALS["blocking"]}
             for variant in ("blocking-def", "blocking-async"):
