@@ -785,7 +785,8 @@ def service_run(rig: Rig, case: services.ServiceCase, kind: str, cfg: Config, ce
         # What the fake served during the main load (warm-up and drain included): is the fake the bottleneck?
         result["service_requests_per_s"] = round(fake.stats()["requests"] / result["wall_s"], 1)
         time.sleep(cfg.settle)
-        after = {"rss_mb": proc_rss_mb(host.pid), "fds": proc_fds(host.pid), "threads": proc_threads(host.pid)}
+        after = {"rss_mb": proc_rss_mb(host.pid), "fds": proc_fds(host.pid), "threads": proc_threads(host.pid),
+                 "harness_connections": harness_connections(port)}
         # Remote jobs now, against the creates the main load saw return (the second load's jobs do not count:
         # its RPCs are cut off after a second, so its cut-off creates would look like orphans).
         jobs_main = fake.stats()["jobs"]
@@ -796,6 +797,9 @@ def service_run(rig: Rig, case: services.ServiceCase, kind: str, cfg: Config, ce
         loads_ended = time.monotonic()
         time.sleep(2 * cfg.settle)
         after_again = proc_fds(host.pid)
+        # A cut-off load's channel may still hold its connection to the host: the harness's descriptor, not the
+        # host's (as for the idle figure below), so both counts leave the harness's connections out.
+        own_again = harness_connections(port)
         stats = fake.stats()
         # Then: do the descriptors come back once the host has been idle a while? Ours closes clients unused for
         # client_idle_timeout; flytekit's host is sampled the same way, bounded by the same time.
@@ -806,7 +810,10 @@ def service_run(rig: Rig, case: services.ServiceCase, kind: str, cfg: Config, ce
         result.update({
             "idle": idle, "after": after, "rss_peak_mb": rss.peak,
             "fd_growth": _diff(after["fds"], idle["fds"]),
-            "fd_growth_second_load": _diff(after_again, after["fds"]),
+            "fd_growth_second_load": _diff(None if after_again is None else after_again - own_again,
+                                           None if after["fds"] is None else after["fds"]
+                                           - after["harness_connections"]),
+            "harness_connections_after_second_load": own_again,
             "idle_close": idle_close,
             "fd_growth_after_idle": _diff(idle_close["fds"], baseline) if idle_close else None,
             "second_load": {"seconds": cfg.second_load_seconds, "creates_ok": again["creates_ok"],
