@@ -42,10 +42,7 @@ _CALL: contextvars.ContextVar[_Call] = contextvars.ContextVar("flyteconnectors_c
 
 def _current_call() -> _Call:
     call = _CALL.get(None)
-    if call is None or call.done:
-        call = _Call()
-        _CALL.set(call)
-    return call
+    return begin_call() if call is None or call.done else call
 
 
 def begin_call() -> _Call:

@@ -298,6 +298,8 @@ def outputs_to_literals(
 
 # ---------------------------------------------------------------------------------------------- interfaces
 def variable_types(variables: interface_pb2.VariableMap) -> dict[str, types_pb2.LiteralType]:
+    if not len(variables.variables):  # most interfaces of a side are empty; skip the map iteration
+        return {}
     return {name: var.type for name, var in variables.variables.items()}
 
 

@@ -69,8 +69,8 @@ def request_from_template(
         config=_plain(template.config),
         sql=template.sql.statement if template.HasField("sql") else None,
         inputs=_plain(inputs.literals) if inputs is not None else {},
-        input_types=_types(template.interface.inputs),
-        output_types=_types(template.interface.outputs),
+        input_types=literals.variable_types(template.interface.inputs),
+        output_types=literals.variable_types(template.interface.outputs),
         output_prefix=output_prefix,
         identity=identity_from(meta),
         namespace=meta.namespace,
@@ -89,10 +89,6 @@ def request_from_template(
 def _plain(field: Any) -> dict[str, Any]:
     """A protobuf map as a dict; an empty one without copying (most are empty, and copying one costs a µs)."""
     return dict(field) if len(field) else {}
-
-
-def _types(variables: Any) -> dict[str, Any]:
-    return literals.variable_types(variables) if len(variables.variables) else {}
 
 
 def deadline_of(context: Any) -> float | None:
